@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (enrich the generated sample catalogue offline) and
+# `make test` (the whole suite). Both create the virtual environment they need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# rapidocr-onnxruntime pins the GUI build of OpenCV (needs libGL); its other
+	# requirements, with the headless OpenCV, come from pyproject.toml.
+	$(BIN)/pip install --quiet --no-deps rapidocr-onnxruntime==1.4.4
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/media-enrich demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .prefect data

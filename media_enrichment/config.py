@@ -1,0 +1,67 @@
+"""Settings for a run: one env prefix (``MEDIA_ENRICH_``), every field described and bounded.
+
+Settings are built once per run (in the flow or the CLI) and handed down; nothing reads the
+environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["local", "bedrock"]
+EmbeddingDim = Literal[256, 384, 1024]
+
+
+class Settings(BaseSettings):
+    """Everything a run needs to know. Environment variables: ``MEDIA_ENRICH_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDIA_ENRICH_", extra="forbid")
+
+    provider: ProviderName = Field(
+        "local", description="Which models describe and embed: 'local' (offline) or 'bedrock'."
+    )
+    dataset: str = Field(
+        "data/dataset",
+        description="Dataset root: holds the Delta tables 'assets' and 'failures' and the staging area.",
+    )
+    chunk_size: int = Field(16, ge=1, le=10_000, description="Images per Prefect task run.")
+    concurrency: int = Field(4, ge=1, le=256, description="Chunk tasks running at once.")
+    embedding_dim: EmbeddingDim = Field(1024, description="Vector length: 256, 384 or 1024.")
+    limit: int | None = Field(None, ge=1, description="Enrich at most this many catalogue rows.")
+    force: bool = Field(False, description="Enrich every row again, even if already in the dataset.")
+    batch: str | None = Field(
+        None, max_length=200, description="Batch label stored on each row (default: the source's name)."
+    )
+
+    describer_model_id: str = Field(
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        description="Bedrock model id or inference profile id (e.g. 'us.anthropic...') for descriptions.",
+    )
+    embedder_model_id: str = Field(
+        "amazon.titan-embed-image-v1", description="Bedrock model id for multimodal embeddings."
+    )
+    prompt_file: Path | None = Field(
+        None, description="A prompt template of your own (see media_enrichment/prompts/)."
+    )
+    max_output_tokens: int = Field(1024, ge=64, le=8192, description="Claude's max_tokens per image.")
+
+    aws_region: str | None = Field(None, description="AWS region (default: boto3's own chain).")
+    aws_profile: str | None = Field(None, description="AWS named profile (default: boto3's own chain).")
+    bedrock_retry_mode: Literal["legacy", "standard", "adaptive"] = Field(
+        "standard", description="botocore retry mode for Bedrock calls."
+    )
+    bedrock_max_attempts: int = Field(4, ge=1, le=20, description="botocore attempts per request.")
+    bedrock_connect_timeout: float = Field(5.0, gt=0, le=120, description="Seconds to connect.")
+    bedrock_read_timeout: float = Field(120.0, gt=0, le=900, description="Seconds to wait for an answer.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("dataset must not be empty")
+        return value.rstrip("/")

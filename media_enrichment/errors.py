@@ -1,0 +1,60 @@
+"""A small error hierarchy. Provider SDK errors are translated into these at the edge.
+
+How the pipeline treats each kind:
+
+* ``CatalogError``: the catalogue itself is unusable; the run stops before any model call.
+* ``ImageError``: one image cannot be used (unreadable, undecodable, too large); it becomes a
+  failure row and the run goes on.
+* ``RetryableProviderError``: throttling, 5xx, timeouts; retried with backoff, then a failure row.
+* ``InvalidResponseError``: the model answered something that could not be turned into metadata.
+* ``RejectedRequestError``: the service refused this one request (validation); a failure row,
+  no retry.
+* ``FatalProviderError``: access denied, unknown model, bad credentials; the run stops early.
+"""
+
+from __future__ import annotations
+
+
+class EnrichmentError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(EnrichmentError):
+    """Settings that cannot work together."""
+
+
+class CatalogError(EnrichmentError):
+    """The catalogue (manifest, folder or prefix) is malformed or cannot be listed."""
+
+
+class ImageError(EnrichmentError):
+    """One image cannot be read, decoded or brought within a model's limits."""
+
+
+class ProviderError(EnrichmentError):
+    """A model provider failed for one request."""
+
+    def __init__(self, message: str, *, code: str | None = None, raw: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.raw = raw  # the model's raw answer, kept for inspection when parsing failed
+
+
+class RetryableProviderError(ProviderError):
+    """Transient: throttling, service unavailable, internal error, model timeout."""
+
+
+class RejectedRequestError(ProviderError):
+    """The service rejected this request (validation); retrying it would not help."""
+
+
+class InvalidResponseError(ProviderError):
+    """The model's answer could not be parsed into the metadata schema."""
+
+
+class FatalProviderError(ProviderError):
+    """The run cannot succeed for any image: access denied, unknown model, no credentials."""
+
+
+class DatasetError(EnrichmentError):
+    """The Delta dataset is missing, incompatible or could not be committed."""
