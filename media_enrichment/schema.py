@@ -95,6 +95,7 @@ ASSETS_SCHEMA = pa.schema(
         pa.field("height", pa.int32()),
         pa.field("size_bytes", pa.int64()),
         pa.field("batch", pa.string()),
+        pa.field("attributes", pa.string()),  # the manifest's extra columns, as a JSON object
         pa.field("title", pa.string()),
         pa.field("description", pa.string()),
         pa.field("keywords", pa.list_(pa.string())),

@@ -1,0 +1,209 @@
+"""The Delta dataset: an ``assets`` table keyed by image_id and a ``failures`` table.
+
+Layout under the dataset root (a local folder or an ``s3://`` URI)::
+
+    <root>/assets/      Delta table, one row per enriched image (schema.ASSETS_SCHEMA)
+    <root>/failures/    Delta table, one row per image whose last attempt failed
+    <root>/_staging/    finished chunks waiting to be merged (local roots only)
+
+Every commit carries the run id, the models and the prompt version in its commit metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from media_enrichment.errors import DatasetError
+from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
+
+#: Columns that decide whether a stored row can be reused instead of paid for again.
+FINGERPRINT_COLUMNS = ["image_id", "content_sha256", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim"]
+
+_COMMIT_ATTEMPTS = 5
+
+
+def _commit_properties(metadata: Mapping[str, Any]) -> CommitProperties:
+    # Delta's commitInfo holds strings best; keep nested values readable as JSON.
+    flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items() if v is not None}
+    return CommitProperties(custom_metadata=flat)
+
+
+class Dataset:
+    """Handle on the dataset's Delta tables. Cheap to build; opens tables on use."""
+
+    def __init__(self, root: str | Path, *, storage_options: Mapping[str, str] | None = None):
+        self.root = str(root).rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.assets_uri = f"{self.root}/assets"
+        self.failures_uri = f"{self.root}/failures"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.root
+
+    @property
+    def staging_dir(self) -> Path:
+        if not self.is_local:
+            raise DatasetError("staging needs a local dataset root")
+        return Path(self.root, "_staging")
+
+    def _open(self, uri: str, *, version: int | None = None) -> DeltaTable | None:
+        try:
+            return DeltaTable(uri, version=version, storage_options=self.storage_options or None)
+        except TableNotFoundError:
+            return None
+
+    def assets_table(self, *, version: int | None = None) -> DeltaTable:
+        """The assets Delta table.
+
+        Args:
+            version: a table version for time travel; the latest when None.
+
+        Returns:
+            The opened table.
+
+        Raises:
+            DatasetError: there is no assets table (nothing was enriched yet) or no such version.
+        """
+        try:
+            table = self._open(self.assets_uri, version=version)
+        except Exception as exc:  # delta-rs raises a generic error for a version that does not exist
+            raise DatasetError(f"cannot open {self.assets_uri} at version {version}: {exc}") from exc
+        if table is None:
+            raise DatasetError(f"no dataset at {self.root} yet: run an enrichment first")
+        return table
+
+    def version(self) -> int | None:
+        """The assets table's latest version, or None if it does not exist."""
+        table = self._open(self.assets_uri)
+        return None if table is None else table.version()
+
+    def read_assets(self, *, columns: list[str] | None = None, version: int | None = None) -> pd.DataFrame:
+        """Rows of the assets table as a DataFrame (empty with the schema's columns if no table)."""
+        if version is None and self._open(self.assets_uri) is None:
+            return ASSETS_SCHEMA.empty_table().to_pandas()[columns or ASSETS_SCHEMA.names]
+        return self.assets_table(version=version).to_pandas(columns=columns)
+
+    def fingerprints(self) -> pd.DataFrame:
+        """What is stored per image, to decide what must be enriched again."""
+        return self.read_assets(columns=FINGERPRINT_COLUMNS)
+
+    def read_failures(self) -> pd.DataFrame:
+        table = self._open(self.failures_uri)
+        if table is None:
+            return FAILURES_SCHEMA.empty_table().to_pandas()
+        return table.to_pandas()
+
+    def history(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Versions of the assets table, newest first, with their commit metadata."""
+        table = self._open(self.assets_uri)
+        return [] if table is None else table.history(limit)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def merge_assets(self, rows: pa.Table, *, metadata: Mapping[str, Any]) -> int | None:
+        """Upsert rows into the assets table in one commit (the first run creates version 0).
+
+        Args:
+            rows: rows with ``schema.ASSETS_SCHEMA`` (extra columns are refused), unique image_ids.
+            metadata: commit metadata (run id, models, prompt version, counts).
+
+        Returns:
+            The new table version, or None when there was nothing to write.
+        """
+        if rows.num_rows == 0:
+            return None
+        rows = rows.select(ASSETS_SCHEMA.names).cast(ASSETS_SCHEMA)
+        return self._upsert(self.assets_uri, rows, metadata=metadata, build=self._assets_merge)
+
+    @staticmethod
+    def _assets_merge(table: DeltaTable, rows: pa.Table, props: CommitProperties) -> None:
+        (
+            table.merge(rows, predicate="t.image_id = s.image_id", source_alias="s", target_alias="t", commit_properties=props)
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    def record_failures(
+        self, failures: pa.Table, *, resolved_ids: Iterable[str], metadata: Mapping[str, Any]
+    ) -> int | None:
+        """Upsert this run's failures and drop the rows of images that now succeeded, in one commit.
+
+        A failure row that already exists has its ``attempts`` added to.
+
+        Args:
+            failures: rows with ``schema.FAILURES_SCHEMA``.
+            resolved_ids: image ids enriched by this run.
+            metadata: commit metadata.
+
+        Returns:
+            The failures table's new version, or None when nothing changed.
+        """
+        failures = failures.select(FAILURES_SCHEMA.names).cast(FAILURES_SCHEMA)
+        resolved = sorted(set(resolved_ids) - set(failures.column("image_id").to_pylist()))
+        existing = self._open(self.failures_uri)
+        if existing is not None and resolved:
+            known = set(existing.to_pyarrow_table(columns=["image_id"]).column("image_id").to_pylist())
+            resolved = [i for i in resolved if i in known]
+        else:
+            resolved = []
+        if failures.num_rows == 0 and not resolved:
+            return None
+        flags = pa.array([False] * failures.num_rows + [True] * len(resolved))
+        padding = FAILURES_SCHEMA.empty_table()
+        if resolved:
+            padding = pa.table(
+                {name: pa.nulls(len(resolved), type=field.type) for name, field in zip(FAILURES_SCHEMA.names, FAILURES_SCHEMA)}
+            ).set_column(0, FAILURES_SCHEMA.field("image_id"), pa.array(resolved, pa.string()))
+        source = pa.concat_tables([failures, padding.cast(FAILURES_SCHEMA)]).append_column("resolved", flags)
+        return self._upsert(self.failures_uri, source, metadata=metadata, build=self._failures_merge)
+
+    @staticmethod
+    def _failures_merge(table: DeltaTable, rows: pa.Table, props: CommitProperties) -> None:
+        columns = {name: f"s.{name}" for name in FAILURES_SCHEMA.names}
+        (
+            table.merge(rows, predicate="t.image_id = s.image_id", source_alias="s", target_alias="t", commit_properties=props)
+            .when_matched_delete(predicate="s.resolved")
+            .when_matched_update({**columns, "attempts": "t.attempts + s.attempts"}, predicate="NOT s.resolved")
+            .when_not_matched_insert(columns, predicate="NOT s.resolved")
+            .execute()
+        )
+
+    def _upsert(self, uri: str, rows: pa.Table, *, metadata: Mapping[str, Any], build) -> int:
+        props = _commit_properties(metadata)
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            table = self._open(uri)
+            try:
+                if table is None:
+                    initial = rows
+                    if "resolved" in rows.column_names:  # nothing to resolve in a table that is new
+                        initial = rows.filter(pc.invert(rows.column("resolved"))).drop_columns(["resolved"])
+                    write_deltalake(
+                        uri, initial, mode="error", commit_properties=props, storage_options=self.storage_options or None
+                    )
+                else:
+                    build(table, rows, props)
+                return self._open(uri).version()
+            except CommitFailedError:
+                # Another writer committed first: reload the table and merge again.
+                if attempt == _COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+            except Exception as exc:
+                if table is None and "already exists" in str(exc).lower():
+                    continue  # another run created the table meanwhile; merge into it
+                raise
+        raise DatasetError(f"could not commit to {uri}")  # pragma: no cover - loop always returns or raises

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from media_enrichment.catalog import load_catalog, read_bytes
+from media_enrichment.errors import CatalogError, ImageError
+
+
+def _png(path, colour=(200, 30, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)
+    return path
+
+
+def test_csv_manifest_resolves_relative_paths_and_keeps_extra_columns(tmp_path):
+    _png(tmp_path / "img" / "a.png")
+    (tmp_path / "m.csv").write_text("image_id,path,sku\nb,/abs/b.png,2\na,img/a.png,1\n")
+    catalog = load_catalog(tmp_path / "m.csv")
+    assert catalog.kind == "manifest"
+    assert list(catalog.frame["image_id"]) == ["a", "b"]
+    assert catalog.frame.loc[0, "source_uri"] == str((tmp_path / "img" / "a.png").resolve())
+    assert catalog.frame.loc[1, "source_uri"] == "/abs/b.png"
+    assert catalog.extra_columns == ["sku"]
+    assert catalog.default_batch == "m"
+
+
+def test_parquet_manifest(tmp_path):
+    pd.DataFrame({"image_id": ["x"], "path": ["x.png"], "colour": ["red"]}).to_parquet(tmp_path / "m.parquet")
+    catalog = load_catalog(tmp_path / "m.parquet")
+    assert catalog.frame.loc[0, "source_uri"].endswith("x.png")
+    assert catalog.extra_columns == ["colour"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("image_id,file\na,a.png\n", "lacks column(s) path"),
+        ("", "empty"),
+        ("image_id,path\n", "no rows"),
+        ("image_id,path\na,a.png\na,b.png\n", "duplicate image_id"),
+        ("image_id,path\na,a.png\n,b.png\n", "empty image_id on line(s) [3]"),
+    ],
+)
+def test_malformed_manifest_is_a_clear_error(tmp_path, content, message):
+    (tmp_path / "m.csv").write_text(content)
+    with pytest.raises(CatalogError, match=__import__("re").escape(message)):
+        load_catalog(tmp_path / "m.csv")
+
+
+def test_missing_manifest_and_missing_folder(tmp_path):
+    with pytest.raises(CatalogError, match="manifest not found"):
+        load_catalog(tmp_path / "nope.csv")
+    with pytest.raises(CatalogError, match="catalogue not found"):
+        load_catalog(tmp_path / "nope")
+
+
+def test_folder_scan_is_recursive_with_stable_ids(tmp_path):
+    _png(tmp_path / "b" / "two.png")
+    _png(tmp_path / "one.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    _png(tmp_path / ".cache" / "hidden.png")
+    first = load_catalog(tmp_path)
+    assert list(first.frame["image_id"]) == ["b/two.png", "one.png"]
+    assert list(load_catalog(tmp_path).frame["image_id"]) == list(first.frame["image_id"])
+    assert first.default_batch == tmp_path.name
+    assert list(load_catalog(tmp_path, limit=1).frame["image_id"]) == ["b/two.png"]
+
+
+def test_folder_without_images_is_an_error(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(CatalogError, match="no images"):
+        load_catalog(tmp_path)
+
+
+def test_read_bytes_errors_name_the_file(tmp_path):
+    with pytest.raises(ImageError, match="file not found"):
+        read_bytes(str(tmp_path / "missing.png"))
+    assert read_bytes(str(_png(tmp_path / "ok.png")))[:4] == b"\x89PNG"

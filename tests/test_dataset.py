@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import DatasetError
+from media_enrichment.pipeline import assets_table, failures_table
+
+
+def _row(image_id: str, title: str, run_id: str = "r1") -> dict:
+    return {
+        "image_id": image_id, "source_uri": f"/x/{image_id}.png", "content_sha256": "0" * 64,
+        "media_type": "image/png", "width": 4, "height": 3, "size_bytes": 10, "batch": "b", "attributes": None,
+        "title": title, "description": "d", "keywords": ["k"], "tags": ["t"], "ocr_texts": [],
+        "embedding": [0.5, 0.5], "embedding_dim": 2, "enrichment_model": "m", "embedding_model": "e",
+        "prompt_version": "p", "input_tokens": 1, "output_tokens": 2, "run_id": run_id,
+        "enriched_at": datetime.now(timezone.utc),
+    }
+
+
+def _failure(image_id: str, run_id: str = "r1") -> dict:
+    return {
+        "image_id": image_id, "source_uri": "/x", "stage": "prepare", "error_type": "ImageError",
+        "message": "bad", "attempts": 1, "run_id": run_id, "at": datetime.now(timezone.utc),
+    }
+
+
+def test_first_merge_creates_version_zero_then_upserts(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    assert ds.version() is None
+    assert ds.read_assets().empty
+    assert ds.merge_assets(assets_table([_row("a", "A"), _row("b", "B")]), metadata={"run_id": "r1"}) == 0
+    assert ds.merge_assets(assets_table([_row("b", "B2", "r2"), _row("c", "C", "r2")]), metadata={"run_id": "r2"}) == 1
+    rows = ds.read_assets().sort_values("image_id")
+    assert list(rows["title"]) == ["A", "B2", "C"]
+    assert ds.read_assets(version=0).shape[0] == 2
+    history = ds.history()
+    assert [h["version"] for h in history] == [1, 0]
+    assert history[0]["run_id"] == "r2" and history[1]["run_id"] == "r1"
+    schema = DeltaTable(str(tmp_path / "ds" / "assets")).to_pyarrow_table().schema
+    assert schema.field("embedding").type.value_type == pa.float32()
+
+
+def test_empty_merge_commits_nothing(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    assert ds.merge_assets(assets_table([]), metadata={}) is None
+    assert ds.version() is None
+
+
+def test_failures_count_attempts_and_are_resolved_by_success(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    assert ds.record_failures(failures_table([_failure("a"), _failure("b")]), resolved_ids=[], metadata={}) == 0
+    assert ds.record_failures(failures_table([_failure("a", "r2")]), resolved_ids=["b"], metadata={}) == 1
+    failures = ds.read_failures()
+    assert list(failures["image_id"]) == ["a"]
+    assert int(failures.loc[0, "attempts"]) == 2 and failures.loc[0, "run_id"] == "r2"
+    # Nothing to record and nothing known to resolve: no commit.
+    assert ds.record_failures(failures_table([]), resolved_ids=["zzz"], metadata={}) is None
+
+
+def test_missing_version_is_a_dataset_error(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="no dataset"):
+        ds.assets_table()
+    ds.merge_assets(assets_table([_row("a", "A")]), metadata={})
+    with pytest.raises(DatasetError, match="version 7"):
+        ds.read_assets(version=7)
