@@ -1,0 +1,143 @@
+"""The enrichment flow: catalogue -> chunks of retrying tasks -> one MERGE into Delta."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from functools import partial
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from media_enrichment import progress
+from media_enrichment.catalog import read_bytes
+from media_enrichment.config import EmbeddingDim, ProviderName, Settings
+from media_enrichment.dataset import Dataset
+from media_enrichment.pipeline import ChunkEnricher, ModelVersions, StagedChunk, WorkItem, split_chunks
+from media_enrichment.providers import build_providers
+from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
+
+# The window of chunks in flight is bounded by the `concurrency` parameter; the pool only
+# needs to be at least that large.
+_MAX_THREADS = 256
+
+
+def _run_chunks(chunks: list[list[WorkItem]], *, concurrency: int, **task_kwargs: Any) -> list[StagedChunk]:
+    """Submit chunk tasks with at most ``concurrency`` in flight; report progress as each ends."""
+    staged: list[StagedChunk] = []
+    in_flight: dict[PrefectFuture, int] = {}
+    queue = iter(chunks)
+
+    def fill() -> None:
+        for items in queue:
+            in_flight[enrich_chunk.submit(items, **task_kwargs)] = len(items)
+            if len(in_flight) >= concurrency:
+                return
+
+    fill()
+    while in_flight:
+        future = next(as_completed(list(in_flight)))
+        size = in_flight.pop(future)
+        staged.append(future.result())  # raises after the task's retries are spent
+        progress.report(advance=size)
+        fill()
+    return staged
+
+
+@flow(name="enrich-catalog", task_runner=ThreadPoolTaskRunner(max_workers=_MAX_THREADS))
+def enrich_catalog(
+    source: str,
+    dataset: str = "data/dataset",
+    provider: ProviderName = "local",
+    chunk_size: int = 16,
+    concurrency: int = 4,
+    embedding_dim: EmbeddingDim = 1024,
+    limit: int | None = None,
+    force: bool = False,
+    batch: str | None = None,
+) -> dict[str, Any]:
+    """Enrich a catalogue of images (describe, embed) and merge it into the Delta dataset."""
+    logger = get_run_logger()
+    started = time.perf_counter()
+    settings = Settings(
+        provider=provider,
+        dataset=dataset,
+        chunk_size=chunk_size,
+        concurrency=concurrency,
+        embedding_dim=embedding_dim,
+        limit=limit,
+        force=force,
+        batch=batch,
+    )
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+
+    describer, embedder = build_providers(settings)
+    describer.check_access()
+    embedder.check_access()
+    versions = ModelVersions.of(describer, embedder)
+
+    s3_client = _s3_client(settings) if source.startswith("s3://") else None
+    read = partial(read_bytes, s3_client=s3_client)
+    store = Dataset(settings.dataset)
+
+    catalog = load_catalog_rows(source, limit=settings.limit, s3_client=s3_client)
+    batch_label = settings.batch or catalog.default_batch
+    plan = plan_enrichment(catalog, dataset=store, versions=versions, read=read, run_id=run_id, force=settings.force)
+    logger.info(
+        "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable",
+        source, plan.total, plan.reused, len(plan.items), len(plan.failures),
+    )
+    progress.report(total=len(plan.items), label="enriching")
+
+    enricher = ChunkEnricher(describer=describer, embedder=embedder, read=read, run_id=run_id, batch=batch_label)
+    chunks = split_chunks(plan.items, settings.chunk_size)
+    staged = _run_chunks(chunks, concurrency=settings.concurrency, enricher=enricher, staging_dir=store.staging_dir)
+
+    enriched = sum(c.enriched for c in staged)
+    failed = sum(c.failed for c in staged) + len(plan.failures)
+    input_tokens = sum(c.input_tokens for c in staged)
+    output_tokens = sum(c.output_tokens for c in staged)
+    versions_written = {"assets_version": None, "failures_version": None}
+    if staged or plan.failures:
+        metadata = {
+            "run_id": run_id,
+            "flow_run_name": flow_run.get_name(),
+            **versions.as_metadata(),
+            "batch": batch_label,
+            "source": source,
+            "catalog_rows": plan.total,
+            "reused": plan.reused,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+        }
+        versions_written = merge_results(staged, dataset=store, plan_failures=plan.failures, metadata=metadata)
+
+    duration = time.perf_counter() - started
+    summary = {
+        "run_id": run_id,
+        "source": source,
+        "dataset": settings.dataset,
+        "batch": batch_label,
+        "catalog_rows": plan.total,
+        "reused": plan.reused,
+        "enriched": enriched,
+        "failed": failed,
+        "chunks": len(chunks),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        **versions_written,
+        "duration_s": round(duration, 3),
+        "images_per_s": round(enriched / duration, 2) if duration > 0 else None,
+        **versions.as_metadata(),
+    }
+    logger.info("Enriched %d, reused %d, failed %d in %.1f s", enriched, plan.reused, failed, duration)
+    return summary
+
+
+def _s3_client(settings: Settings):
+    from media_enrichment.aws import make_session
+
+    return make_session(profile=settings.aws_profile, region=settings.aws_region).client("s3")

@@ -1,0 +1,226 @@
+"""The ``media-enrich`` command line.
+
+Prefect is imported only inside commands that run flows, after its environment is set, so that
+``show``/``history``/``export`` stay fast and the embedded server's state lives in ``.prefect/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from media_enrichment import progress as progress_events
+from media_enrichment.errors import EnrichmentError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Enrich image catalogues for multimodal search.")
+console = Console()
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset root (local folder or s3:// URI).")]
+DEFAULT_DATASET = "data/dataset"
+
+
+def prepare_prefect_environment(*, verbose: bool = False) -> None:
+    """Point Prefect at a project-local home and quiet it, unless the user configured it.
+
+    With no ``PREFECT_API_URL``, Prefect starts a temporary local server for the run; its
+    database lives in ``PREFECT_HOME`` (``./.prefect`` by default here).
+    """
+    os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+
+
+class _ProgressHandler(logging.Handler):
+    """Turns progress events into a rich progress bar."""
+
+    def __init__(self, bar: Progress):
+        super().__init__()
+        self.bar = bar
+        self.task_id = bar.add_task("enriching", total=None)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        total = getattr(record, "progress_total", None)
+        if total is not None:
+            self.bar.update(self.task_id, total=total, description=record.getMessage())
+        advance = getattr(record, "progress_advance", 0)
+        if advance:
+            self.bar.advance(self.task_id, advance)
+
+
+def run_flow_with_progress(**parameters: Any) -> dict[str, Any]:
+    """Run the enrichment flow in this process with a progress bar on the terminal."""
+    from flows.enrich import enrich_catalog
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    handler = _ProgressHandler(bar)
+    progress_events.LOGGER.addHandler(handler)
+    progress_events.LOGGER.setLevel(logging.INFO)
+    try:
+        with bar:
+            return enrich_catalog(**parameters)
+    finally:
+        progress_events.LOGGER.removeHandler(handler)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="Enrichment run", show_header=False)
+    for key in (
+        "source", "dataset", "batch", "catalog_rows", "reused", "enriched", "failed", "chunks",
+        "input_tokens", "output_tokens", "assets_version", "failures_version", "duration_s",
+        "images_per_s", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim", "run_id",
+    ):
+        table.add_row(key, "-" if summary.get(key) is None else str(summary[key]))
+    console.print(table)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def run(
+    source: Annotated[str, typer.Argument(help="Manifest (.csv/.parquet), folder, or s3:// prefix.")],
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    provider: Annotated[str, typer.Option(help="'local' (offline) or 'bedrock'.")] = "local",
+    chunk_size: Annotated[int, typer.Option(min=1, help="Images per task run.")] = 16,
+    concurrency: Annotated[int, typer.Option(min=1, help="Chunk tasks at once.")] = 4,
+    embedding_dim: Annotated[int, typer.Option(help="256, 384 or 1024.")] = 1024,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Enrich at most N catalogue rows.")] = None,
+    force: Annotated[bool, typer.Option(help="Enrich every row again.")] = False,
+    batch: Annotated[Optional[str], typer.Option(help="Batch label (default: the source's name).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Enrich a catalogue into the dataset (skips images already enriched with the same models)."""
+    prepare_prefect_environment(verbose=verbose)
+    try:
+        summary = run_flow_with_progress(
+            source=source, dataset=dataset, provider=provider, chunk_size=chunk_size, concurrency=concurrency,
+            embedding_dim=embedding_dim, limit=limit, force=force, batch=batch,
+        )
+    except EnrichmentError as exc:
+        _fail(exc)
+    _print_summary(summary)
+
+
+@app.command()
+def demo(
+    folder: Annotated[Path, typer.Option(help="Where the sample catalogue is generated.")] = Path("data/sample"),
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Generate the sample catalogue and enrich it offline with the local provider."""
+    from media_enrichment.sample import generate_sample_catalog
+
+    manifest = generate_sample_catalog(folder)
+    console.print(f"Sample catalogue: [bold]{manifest}[/]")
+    prepare_prefect_environment(verbose=verbose)
+    summary = run_flow_with_progress(source=str(manifest), dataset=dataset, provider="local")
+    _print_summary(summary)
+    _print_rows(dataset, limit=8, version=None)
+
+
+def _print_rows(dataset: str, *, limit: int, version: int | None) -> None:
+    from media_enrichment.dataset import Dataset
+
+    columns = ["image_id", "title", "tags", "ocr_texts", "embedding_dim"]
+    frame = Dataset(dataset).read_assets(columns=columns, version=version).sort_values("image_id").head(limit)
+    table = Table(title=f"{dataset} (first {len(frame)} rows)")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in frame.to_dict("records"):
+        table.add_row(*[", ".join(v) if hasattr(v, "__len__") and not isinstance(v, str) else str(v) for v in record.values()])
+    console.print(table)
+
+
+@app.command()
+def show(
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 20,
+    version: Annotated[Optional[int], typer.Option(help="Table version (time travel).")] = None,
+) -> None:
+    """Show rows of the dataset."""
+    try:
+        _print_rows(dataset, limit=limit, version=version)
+    except EnrichmentError as exc:
+        _fail(exc)
+
+
+@app.command()
+def history(
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Newest N versions.")] = None,
+) -> None:
+    """List the assets table's versions with their commit metadata."""
+    from media_enrichment.dataset import Dataset
+
+    entries = Dataset(dataset).history(limit=limit)
+    if not entries:
+        _fail(EnrichmentError(f"no dataset at {dataset} yet: run an enrichment first"))
+    table = Table(title=f"{dataset}/assets history")
+    for column in ("version", "timestamp", "operation", "run_id", "enriched", "failed", "reused", "models"):
+        table.add_column(column, overflow="fold")
+    for entry in entries:
+        models = " / ".join(str(entry[k]) for k in ("enrichment_model", "embedding_model", "prompt_version") if k in entry)
+        table.add_row(
+            str(entry.get("version")), _timestamp(entry.get("timestamp")), str(entry.get("operation")),
+            str(entry.get("run_id", "-")), str(entry.get("enriched", "-")), str(entry.get("failed", "-")),
+            str(entry.get("reused", "-")), models or "-",
+        )
+    console.print(table)
+
+
+def _timestamp(millis: Any) -> str:
+    from datetime import datetime, timezone
+
+    return "-" if millis is None else datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+@app.command()
+def export(
+    csv: Annotated[Path, typer.Option("--csv", help="Write the dataset as CSV to this file.")],
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    version: Annotated[Optional[int], typer.Option(help="Table version (time travel).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Export the dataset as the original notebook's CSV (plus ocr_texts and embeddings)."""
+    from media_enrichment.dataset import Dataset
+
+    if csv.exists() and not overwrite:
+        _fail(EnrichmentError(f"{csv} exists; pass --overwrite to replace it"))
+    try:
+        frame = Dataset(dataset).read_assets(version=version)
+    except EnrichmentError as exc:
+        _fail(exc)
+    out = frame.sort_values("image_id").assign(
+        path=frame["source_uri"],
+        keywords=frame["keywords"].map(lambda v: ", ".join(v)),
+        tags=frame["tags"].map(lambda v: ", ".join(v)),
+        ocr_texts=frame["ocr_texts"].map(lambda v: json.dumps(list(v))),
+        embeddings=frame["embedding"].map(lambda v: json.dumps([round(float(x), 6) for x in v])),
+    )[["image_id", "path", "title", "description", "keywords", "tags", "ocr_texts", "embeddings"]]
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(csv, index=False)
+    console.print(f"Wrote {len(out)} rows to {csv}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,345 @@
+"""What happens to images between the catalogue and the dataset, without orchestration.
+
+The flow calls these in order: ``plan_work`` (hash, skip what is stored), ``split_chunks``,
+``ChunkEnricher.enrich`` per chunk (read, prepare, describe, embed; per-image errors become
+failure rows), ``stage_chunk`` and ``load_staged``, then ``Dataset.merge_assets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from media_enrichment.catalog import Catalog
+from media_enrichment.errors import EnrichmentError, FatalProviderError, ImageError
+from media_enrichment.images import prepare_images
+from media_enrichment.providers.base import Describer, Embedder
+from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
+
+Reader = Callable[[str], bytes]
+
+
+@dataclass(frozen=True)
+class ModelVersions:
+    """What must be unchanged for a stored row to be reused."""
+
+    enrichment_model: str
+    embedding_model: str
+    prompt_version: str
+    embedding_dim: int
+
+    @classmethod
+    def of(cls, describer: Describer, embedder: Embedder) -> ModelVersions:
+        return cls(describer.model_id, embedder.model_id, describer.prompt_version, embedder.dim)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "enrichment_model": self.enrichment_model,
+            "embedding_model": self.embedding_model,
+            "prompt_version": self.prompt_version,
+            "embedding_dim": self.embedding_dim,
+        }
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One image to enrich. Small and picklable: a reference, never pixels."""
+
+    image_id: str
+    source_uri: str
+    content_sha256: str
+    attributes: str | None = None  # JSON of the manifest's extra columns
+
+
+@dataclass
+class Plan:
+    """The outcome of planning: what to enrich, what is reused, what failed to read."""
+
+    items: list[WorkItem]
+    reused: int
+    total: int
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def failure_row(*, image_id: str, source_uri: str, stage: str, error: BaseException, run_id: str) -> dict[str, Any]:
+    """A row of the failures table for one image that could not be processed."""
+    code = getattr(error, "code", None)
+    message = str(error) or type(error).__name__
+    raw = getattr(error, "raw", None)
+    if raw:
+        message = f"{message} | raw answer: {raw[:2000]}"
+    return {
+        "image_id": image_id,
+        "source_uri": source_uri,
+        "stage": stage,
+        "error_type": code or type(error).__name__,
+        "message": message[:4000],
+        "attempts": 1,
+        "run_id": run_id,
+        "at": datetime.now(timezone.utc),
+    }
+
+
+def _attributes(catalog: Catalog) -> list[str | None]:
+    extras = catalog.extra_columns
+    if not extras:
+        return [None] * len(catalog.frame)
+    records = catalog.frame[extras].astype(object).where(catalog.frame[extras].notna(), None).to_dict("records")
+    return [json.dumps(r, default=str, sort_keys=True) for r in records]
+
+
+def plan_work(
+    catalog: Catalog,
+    *,
+    stored: pd.DataFrame,
+    versions: ModelVersions,
+    read: Reader,
+    run_id: str,
+    force: bool = False,
+    workers: int = 8,
+) -> Plan:
+    """Hash every catalogue image and keep those whose stored row cannot be reused.
+
+    Args:
+        catalog: the loaded catalogue.
+        stored: the dataset's fingerprints (``Dataset.fingerprints()``).
+        versions: the models and prompt of this run.
+        read: reads one ``source_uri``; raises ``ImageError`` when it cannot.
+        run_id: stored on failure rows.
+        force: enrich everything again.
+        workers: threads hashing images (I/O bound).
+
+    Returns:
+        The plan; unreadable images are in ``failures``.
+    """
+    frame = catalog.frame
+    attributes = _attributes(catalog)
+
+    def digest(uri: str) -> str | BaseException:
+        try:
+            return sha256_hex(read(uri))
+        except ImageError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        digests = list(pool.map(digest, frame["source_uri"]))
+
+    reusable: set[tuple[str, str]] = set()
+    if not force and not stored.empty:
+        same = (
+            (stored["enrichment_model"] == versions.enrichment_model)
+            & (stored["embedding_model"] == versions.embedding_model)
+            & (stored["prompt_version"] == versions.prompt_version)
+            & (stored["embedding_dim"] == versions.embedding_dim)
+        )
+        reusable = set(zip(stored.loc[same, "image_id"], stored.loc[same, "content_sha256"]))
+
+    plan = Plan(items=[], reused=0, total=len(frame))
+    for image_id, uri, result, attrs in zip(frame["image_id"], frame["source_uri"], digests, attributes):
+        if isinstance(result, BaseException):
+            plan.failures.append(failure_row(image_id=image_id, source_uri=uri, stage="read", error=result, run_id=run_id))
+        elif (image_id, result) in reusable:
+            plan.reused += 1
+        else:
+            plan.items.append(WorkItem(image_id=image_id, source_uri=uri, content_sha256=result, attributes=attrs))
+    return plan
+
+
+def split_chunks(items: Sequence[WorkItem], size: int) -> list[list[WorkItem]]:
+    """Split work into chunks of at most ``size`` items, in a stable order."""
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    count = math.ceil(len(items) / size)
+    return [list(items[i * size : (i + 1) * size]) for i in range(count)]
+
+
+def chunk_key(items: Sequence[WorkItem], versions: ModelVersions) -> str:
+    """A name for a chunk's staged results: changes with its images' content and the models."""
+    h = hashlib.sha256(json.dumps(versions.as_metadata(), sort_keys=True).encode())
+    for item in items:
+        h.update(f"\n{item.image_id}\t{item.content_sha256}".encode())
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class ChunkResult:
+    """Rows and failures of one chunk."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(r["input_tokens"] for r in self.rows)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r["output_tokens"] for r in self.rows)
+
+
+@dataclass
+class ChunkEnricher:
+    """Enriches chunks of images with one describer and one embedder."""
+
+    describer: Describer
+    embedder: Embedder
+    read: Reader
+    run_id: str
+    batch: str | None = None
+
+    @property
+    def versions(self) -> ModelVersions:
+        return ModelVersions.of(self.describer, self.embedder)
+
+    def enrich(self, items: Sequence[WorkItem]) -> ChunkResult:
+        """Enrich every item; a per-image error becomes a failure row.
+
+        Raises:
+            FatalProviderError: no image can succeed (access denied, unknown model).
+        """
+        result = ChunkResult()
+        for item in items:
+            outcome = self.enrich_one(item)
+            (result.rows if "title" in outcome else result.failures).append(outcome)
+        return result
+
+    def enrich_one(self, item: WorkItem) -> dict[str, Any]:
+        """Enrich one image: an assets row, or a failures row naming the stage that failed."""
+        stage = "read"
+        try:
+            data = self.read(item.source_uri)
+            stage = "prepare"
+            facts, (for_describer, for_embedder) = prepare_images(
+                data, [self.describer.image_limits, self.embedder.image_limits]
+            )
+            del data
+            stage = "describe"
+            description = self.describer.describe(for_describer)
+            stage = "embed"
+            vector = self.embedder.embed_image(for_embedder)
+        except FatalProviderError:
+            raise
+        except EnrichmentError as exc:
+            return failure_row(
+                image_id=item.image_id, source_uri=item.source_uri, stage=stage, error=exc, run_id=self.run_id
+            )
+        meta = description.metadata
+        return {
+            "image_id": item.image_id,
+            "source_uri": item.source_uri,
+            "content_sha256": facts.content_sha256,
+            "media_type": facts.media_type,
+            "width": facts.width,
+            "height": facts.height,
+            "size_bytes": facts.size_bytes,
+            "batch": self.batch,
+            "attributes": item.attributes,
+            "title": meta.title,
+            "description": meta.description,
+            "keywords": meta.keywords,
+            "tags": meta.tags,
+            "ocr_texts": meta.ocr_texts,
+            "embedding": vector.astype("float32").tolist(),
+            "embedding_dim": int(vector.shape[0]),
+            "enrichment_model": self.describer.model_id,
+            "embedding_model": self.embedder.model_id,
+            "prompt_version": self.describer.prompt_version,
+            "input_tokens": description.input_tokens,
+            "output_tokens": description.output_tokens,
+            "run_id": self.run_id,
+            "enriched_at": datetime.now(timezone.utc),
+        }
+
+
+def assets_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=ASSETS_SCHEMA)
+
+
+def failures_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=FAILURES_SCHEMA)
+
+
+@dataclass(frozen=True)
+class StagedChunk:
+    """Where a finished chunk's results wait for the merge, and what they hold."""
+
+    key: str
+    assets_path: str
+    failures_path: str
+    enriched: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+
+
+def staged_paths(staging_dir: Path, key: str) -> tuple[Path, Path]:
+    return staging_dir / f"{key}.assets.parquet", staging_dir / f"{key}.failures.parquet"
+
+
+def stage_chunk(result: ChunkResult, *, staging_dir: Path, key: str) -> StagedChunk:
+    """Write a chunk's rows and failures to Parquet (atomically: temp file, then rename)."""
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    assets_path, failures_path = staged_paths(staging_dir, key)
+    for table, path in ((failures_table(result.failures), failures_path), (assets_table(result.rows), assets_path)):
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    return StagedChunk(
+        key=key,
+        assets_path=str(assets_path),
+        failures_path=str(failures_path),
+        enriched=len(result.rows),
+        failed=len(result.failures),
+        input_tokens=result.input_tokens,
+        output_tokens=result.output_tokens,
+    )
+
+
+def find_staged(*, staging_dir: Path, key: str) -> StagedChunk | None:
+    """A chunk already staged by an earlier attempt (its assets file is written last)."""
+    assets_path, failures_path = staged_paths(staging_dir, key)
+    if not (assets_path.exists() and failures_path.exists()):
+        return None
+    assets = pq.read_table(assets_path, columns=["input_tokens", "output_tokens"])
+    return StagedChunk(
+        key=key,
+        assets_path=str(assets_path),
+        failures_path=str(failures_path),
+        enriched=assets.num_rows,
+        failed=pq.read_metadata(failures_path).num_rows,
+        input_tokens=int(pc.sum(assets.column("input_tokens")).as_py() or 0),
+        output_tokens=int(pc.sum(assets.column("output_tokens")).as_py() or 0),
+    )
+
+
+def load_staged(chunks: Sequence[StagedChunk]) -> tuple[pa.Table, pa.Table]:
+    """Read staged chunks back as one assets table and one failures table."""
+    assets = [pq.read_table(c.assets_path, schema=ASSETS_SCHEMA) for c in chunks]
+    failures = [pq.read_table(c.failures_path, schema=FAILURES_SCHEMA) for c in chunks]
+    return (
+        pa.concat_tables(assets) if assets else ASSETS_SCHEMA.empty_table(),
+        pa.concat_tables(failures) if failures else FAILURES_SCHEMA.empty_table(),
+    )
+
+
+def remove_staged(chunks: Sequence[StagedChunk]) -> None:
+    """Delete staged files once their rows are committed."""
+    for chunk in chunks:
+        for path in (chunk.assets_path, chunk.failures_path):
+            Path(path).unlink(missing_ok=True)

@@ -1,0 +1,26 @@
+"""Providers: wired in one place from the settings."""
+
+from __future__ import annotations
+
+from media_enrichment.config import Settings
+from media_enrichment.providers.base import Describer, Description, Embedder
+
+__all__ = ["Describer", "Description", "Embedder", "build_providers"]
+
+
+def build_providers(settings: Settings) -> tuple[Describer, Embedder]:
+    """Build the describer and embedder a run uses (one client shared by both for Bedrock).
+
+    Args:
+        settings: the run's settings (``provider`` picks the implementation).
+
+    Returns:
+        ``(describer, embedder)``.
+    """
+    if settings.provider == "local":
+        from media_enrichment.providers.local import LocalDescriber, LocalEmbedder
+
+        return LocalDescriber(), LocalEmbedder(dim=settings.embedding_dim)
+    from media_enrichment.providers.bedrock import build_bedrock_providers
+
+    return build_bedrock_providers(settings)

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers around the library, one unit of work each."""

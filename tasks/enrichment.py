@@ -1,0 +1,89 @@
+"""Tasks of the enrichment flow. Each wraps one library call; the flow wires them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from media_enrichment.catalog import Catalog, load_catalog
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import FatalProviderError
+from media_enrichment.pipeline import (
+    ChunkEnricher,
+    ModelVersions,
+    Plan,
+    Reader,
+    StagedChunk,
+    WorkItem,
+    chunk_key,
+    failures_table,
+    find_staged,
+    load_staged,
+    plan_work,
+    remove_staged,
+    stage_chunk,
+)
+
+
+def _retry_unless_fatal(task, task_run, state) -> bool:
+    """Prefect retry condition: retry anything but errors no retry can fix."""
+    try:
+        state.result()
+    except FatalProviderError:
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(name="load-catalog", cache_policy=NO_CACHE)
+def load_catalog_rows(source: str, *, limit: int | None, s3_client: Any = None) -> Catalog:
+    """Read and validate the catalogue (manifest, folder or S3 prefix)."""
+    return load_catalog(source, s3_client=s3_client, limit=limit)
+
+
+@task(name="plan-enrichment", cache_policy=NO_CACHE)
+def plan_enrichment(
+    catalog: Catalog, *, dataset: Dataset, versions: ModelVersions, read: Reader, run_id: str, force: bool
+) -> Plan:
+    """Hash the catalogue's images and skip those already enriched with these models."""
+    return plan_work(catalog, stored=dataset.fingerprints(), versions=versions, read=read, run_id=run_id, force=force)
+
+
+@task(
+    name="enrich-chunk",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_unless_fatal,
+)
+def enrich_chunk(items: list[WorkItem], *, enricher: ChunkEnricher, staging_dir: Path) -> StagedChunk:
+    """Describe and embed one chunk of images and stage the results to Parquet."""
+    key = chunk_key(items, enricher.versions)
+    staged = find_staged(staging_dir=staging_dir, key=key)
+    if staged is not None:  # finished by an earlier attempt or an interrupted run: no model call
+        return staged
+    return stage_chunk(enricher.enrich(items), staging_dir=staging_dir, key=key)
+
+
+@task(name="merge-results", cache_policy=NO_CACHE)
+def merge_results(
+    staged: list[StagedChunk], *, dataset: Dataset, plan_failures: list[dict[str, Any]], metadata: dict[str, Any]
+) -> dict[str, int | None]:
+    """Merge the staged chunks into the assets table in one commit; record failures."""
+    assets, failures = load_staged(staged)
+    if plan_failures:
+        failures = pa.concat_tables([failures, failures_table(plan_failures)])
+    counts = {**metadata, "enriched": assets.num_rows, "failed": failures.num_rows}
+    assets_version = dataset.merge_assets(assets, metadata=counts)
+    failures_version = dataset.record_failures(
+        failures, resolved_ids=assets.column("image_id").to_pylist(), metadata=counts
+    )
+    remove_staged(staged)
+    return {"assets_version": assets_version, "failures_version": failures_version}
