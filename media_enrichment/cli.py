@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from media_enrichment import progress as progress_events
+from media_enrichment.catalog import load_catalog
 from media_enrichment.errors import EnrichmentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Enrich image catalogues for multimodal search.")
@@ -112,6 +113,9 @@ def run(
     """Enrich a catalogue into the dataset (skips images already enriched with the same models)."""
     prepare_prefect_environment(verbose=verbose)
     try:
+        if "://" not in source:
+            # Fail fast, before Prefect starts, on a malformed local catalogue (the flow checks too).
+            load_catalog(source, limit=limit)
         summary = run_flow_with_progress(
             source=source, dataset=dataset, provider=provider, chunk_size=chunk_size, concurrency=concurrency,
             embedding_dim=embedding_dim, limit=limit, force=force, batch=batch,
@@ -176,22 +180,20 @@ def history(
     if not entries:
         _fail(EnrichmentError(f"no dataset at {dataset} yet: run an enrichment first"))
     table = Table(title=f"{dataset}/assets history")
-    for column in ("version", "timestamp", "operation", "run_id", "enriched", "failed", "reused", "models"):
+    columns = ("version", "timestamp", "operation", "run_id", "enriched", "failed", "reused", "enrichment_model",
+               "embedding_model", "prompt_version")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for entry in entries:
-        models = " / ".join(str(entry[k]) for k in ("enrichment_model", "embedding_model", "prompt_version") if k in entry)
-        table.add_row(
-            str(entry.get("version")), _timestamp(entry.get("timestamp")), str(entry.get("operation")),
-            str(entry.get("run_id", "-")), str(entry.get("enriched", "-")), str(entry.get("failed", "-")),
-            str(entry.get("reused", "-")), models or "-",
-        )
+        entry = {**entry, "timestamp": _timestamp(entry.get("timestamp"))}
+        table.add_row(*[str(entry.get(column, "-")) for column in columns])
     console.print(table)
 
 
 def _timestamp(millis: Any) -> str:
     from datetime import datetime, timezone
 
-    return "-" if millis is None else datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).isoformat(timespec="seconds")
+    return "-" if millis is None else datetime.fromtimestamp(int(millis) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @app.command()
