@@ -1,0 +1,733 @@
+"""Amazon Bedrock providers: Claude describes images, Titan Multimodal Embeddings G1 embeds them.
+
+Why InvokeModel rather than Converse
+------------------------------------
+The describer calls ``InvokeModel`` with the Anthropic Messages body
+(``anthropic_version: bedrock-2023-05-31``). That body is the one Anthropic documents and keeps
+stable across Claude versions (forced tools, image blocks, ``stop_reason`` values such as
+``max_tokens`` and ``refusal`` come through unchanged), it is exactly the ``modelInput`` that
+Bedrock batch inference (``CreateModelInvocationJob``) takes, so a later batch mode can reuse
+``BedrockDescriber.request_body`` record for record, and the same ``InvokeModel`` operation
+serves Titan embeddings (Converse does not do embeddings), so one code path, one error
+translation and one fake server cover both models. Converse would buy model portability
+across vendors, which this describer does not need: its prompt and tool are Claude-specific.
+
+Structured output
+-----------------
+A tool whose ``input_schema`` is the metadata schema is forced with
+``tool_choice = {"type": "tool", "name": ...}``, so the answer normally is a ``tool_use`` block
+whose ``input`` is validated into ``ImageMetadata``. Answers that are text holding JSON (prose
+around it, code fences, trailing commas) are repaired where that is safe. A truncated answer
+(``stop_reason == "max_tokens"``), a refusal, or an answer with no usable metadata gets a
+corrective follow-up turn (the original image and prompt, the previous answer, and what was
+wrong with it), at most ``corrective_turns`` times; then ``InvalidResponseError`` carries the
+last raw answer in ``.raw`` so the pipeline can store it. Tokens of every turn are summed.
+
+How retries are layered
+-----------------------
+1. botocore (configured in ``media_enrichment.aws``) is the only in-process retry layer for
+   transport-level problems: throttling (429), 500/502/503/504, ``ModelNotReadyException``,
+   read timeouts and connection errors, with ``standard`` or ``adaptive`` backoff and jitter
+   and a client-wide retry quota that stops retry storms.
+2. The providers do *not* loop on top of that: a second in-process loop would multiply the
+   attempts (and the bill) by botocore's and bypass its retry quota. Once botocore gives up,
+   or for ``ModelTimeoutException`` (408, which botocore does not retry), the call raises
+   ``RetryableProviderError`` and the caller (the Prefect task, then the next run through the
+   ``failures`` table) decides when to try that image again.
+3. The only provider-level repetition is the bounded corrective turn above, which is about
+   the *content* of an answer, not about transport.
+
+Errors are translated at this edge (``translate_error``): nothing botocore-specific escapes
+this module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    CredentialRetrievalError,
+    EndpointConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from pydantic import ValidationError
+
+from media_enrichment.aws import bedrock_runtime_client, make_session
+from media_enrichment.config import Settings
+from media_enrichment.errors import (
+    ConfigError,
+    FatalProviderError,
+    InvalidResponseError,
+    ProviderError,
+    RejectedRequestError,
+    RetryableProviderError,
+)
+from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, PreparedImage
+from media_enrichment.prompts import PromptTemplate, load_prompt
+from media_enrichment.providers.base import Describer, Description, Embedder
+from media_enrichment.schema import ImageMetadata
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "METADATA_TOOL",
+    "TITAN_DIMS",
+    "BedrockDescriber",
+    "BedrockEmbedder",
+    "build_bedrock_providers",
+    "parse_claude_answer",
+    "translate_error",
+]
+
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
+TOOL_NAME = "record_image_metadata"
+TITAN_DIMS = (256, 384, 1024)
+DEFAULT_TITAN_MODEL = "amazon.titan-embed-image-v1"
+# Output ceiling used when a truncated answer is retried with a larger budget: every Claude 3+
+# model accepts 4096 output tokens; a larger configured ``max_tokens`` is kept as is.
+_SAFE_OUTPUT_CEILING = 4096
+_MAX_RAW_ECHO = 4000  # characters of a bad answer echoed back in a corrective turn
+
+_LIST_ITEMS = {"type": "array", "items": {"type": "string"}}
+
+METADATA_TOOL: dict[str, Any] = {
+    "name": TOOL_NAME,
+    "description": "Record the catalogue metadata of the image: title, description, keywords, "
+    "tags and the text visible in it.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "description": "A short, specific title."},
+            "description": {"type": "string", "description": "One to three factual sentences."},
+            "keywords": {**_LIST_ITEMS, "description": "Search keywords or short phrases."},
+            "tags": {**_LIST_ITEMS, "description": "Lower-case category tags."},
+            "ocr_texts": {
+                **_LIST_ITEMS,
+                "description": "Every text visible in the image, verbatim, one item per line or "
+                "label; empty if there is none.",
+            },
+        },
+        "required": ["title", "description", "keywords", "tags", "ocr_texts"],
+    },
+}
+
+# ---------------------------------------------------------------------------------------------
+# Error translation (the edge)
+# ---------------------------------------------------------------------------------------------
+
+RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "InternalServerException",
+        "ModelTimeoutException",
+        "ModelNotReadyException",
+        # Per-minute/day quotas: the same request succeeds later.
+        "ServiceQuotaExceededException",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+REJECTED_CODES = frozenset({"ValidationException", "ModelErrorException", "SerializationException"})
+FATAL_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "ResourceNotFoundException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationTokenException",
+        "ExpiredTokenException",
+        "ExpiredToken",
+        "InvalidClientTokenId",
+        "UnauthorizedOperation",
+    }
+)
+
+_FATAL_HINTS = {
+    "AccessDeniedException": "enable access to the model in the Bedrock console and allow "
+    "bedrock:InvokeModel on it",
+    "ResourceNotFoundException": "check the model id and that the model is offered in this region",
+    "UnrecognizedClientException": "the AWS credentials were not recognised",
+    "InvalidSignatureException": "the AWS credentials do not match (check the secret key)",
+    "ExpiredTokenException": "the AWS session token has expired",
+    "ExpiredToken": "the AWS session token has expired",
+}
+
+
+def translate_error(exc: Exception, *, model_id: str, region: str | None) -> ProviderError:
+    """Turn a botocore exception into the library's error hierarchy.
+
+    Args:
+        exc: what botocore raised (``ClientError`` or a ``BotoCoreError``).
+        model_id: the model the request was for (named in the message).
+        region: the client's region (named in the message).
+
+    Returns:
+        A ``RetryableProviderError``, ``RejectedRequestError`` or ``FatalProviderError``
+        (``code`` is the service's error code or the botocore exception's name). Messages never
+        contain credentials.
+    """
+    where = f"model {model_id!r} in region {region or '?'}"
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error") or {}
+        meta = exc.response.get("ResponseMetadata") or {}
+        code = str(error.get("Code") or "Unknown")
+        message = str(error.get("Message") or "").strip()
+        status = int(meta.get("HTTPStatusCode") or 0)
+        attempts = int(meta.get("RetryAttempts") or 0) + 1
+        detail = f"{code} (HTTP {status}) from Bedrock for {where}: {message or 'no message'}"
+        if code in FATAL_CODES or (status in (401, 403) and code not in RETRYABLE_CODES):
+            hint = _FATAL_HINTS.get(code)
+            return FatalProviderError(detail + (f"; {hint}" if hint else ""), code=code)
+        if code in RETRYABLE_CODES:
+            return RetryableProviderError(f"{detail} (after {attempts} attempt(s))", code=code)
+        if code in REJECTED_CODES:
+            return RejectedRequestError(detail, code=code)
+        if status == 429 or status == 408 or status >= 500:
+            return RetryableProviderError(f"{detail} (after {attempts} attempt(s))", code=code)
+        return RejectedRequestError(detail, code=code)
+
+    name = type(exc).__name__
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
+        return FatalProviderError(
+            f"no usable AWS credentials for {where} ({name}): configure the standard chain "
+            "(environment, profile or role)",
+            code=name,
+        )
+    if isinstance(exc, (NoRegionError, ProfileNotFound)):
+        return FatalProviderError(f"AWS configuration error for {where}: {exc}", code=name)
+    if isinstance(exc, ParamValidationError):
+        return RejectedRequestError(f"request for {where} failed client-side validation: {exc}", code=name)
+    if isinstance(
+        exc,
+        (ReadTimeoutError, EndpointConnectionError, ConnectionClosedError, BotoConnectionError, HTTPClientError),
+    ):
+        return RetryableProviderError(f"network error calling {where} ({name}): {exc}", code=name)
+    if isinstance(exc, BotoCoreError):
+        return RetryableProviderError(f"botocore error calling {where} ({name}): {exc}", code=name)
+    return RetryableProviderError(f"unexpected error calling {where} ({name}): {exc}", code=name)
+
+
+def _invoke_json(client: Any, model_id: str, body: dict[str, Any], region: str | None) -> dict[str, Any]:
+    """One InvokeModel call with a JSON body; errors translated, the answer parsed."""
+    payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    try:
+        response = client.invoke_model(
+            modelId=model_id, body=payload, contentType="application/json", accept="application/json"
+        )
+        raw = response["body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        raise translate_error(exc, model_id=model_id, region=region) from exc
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        raise InvalidResponseError(
+            f"Bedrock returned a body that is not JSON for model {model_id!r}", code="UnparseableBody", raw=text
+        ) from None
+    if not isinstance(answer, dict):
+        raise InvalidResponseError(
+            f"Bedrock returned JSON that is not an object for model {model_id!r}",
+            code="UnparseableBody",
+            raw=json.dumps(answer),
+        )
+    return answer
+
+
+def _tiny_png() -> bytes:
+    """A 1x1 white PNG for access checks."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1), (255, 255, 255)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing Claude's answers
+# ---------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+_LIST_FIELDS = ("keywords", "tags", "ocr_texts")
+_FIELDS = ("title", "description", "keywords", "tags", "ocr_texts")
+
+
+def _loads_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in ``text`` (strict, then with trailing commas removed)."""
+    decoder = json.JSONDecoder()
+    for candidate in (text, _TRAILING_COMMA.sub(r"\1", text)):
+        start = candidate.find("{")
+        tries = 0
+        while start != -1 and tries < 50:
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except ValueError:
+                value = None
+            if isinstance(value, dict):
+                return value
+            start = candidate.find("{", start + 1)
+            tries += 1
+    return None
+
+
+def extract_json_object(text: str) -> dict[str, Any] | None:
+    """Find the metadata object in a text answer, repairing only what is safe to repair.
+
+    Handles prose before or after the JSON, code fences (with or without a language tag) and
+    trailing commas. Does not guess at cut or otherwise broken JSON.
+
+    Args:
+        text: the model's text.
+
+    Returns:
+        The first JSON object found (fenced blocks first), or ``None``.
+    """
+    if not text or "{" not in text:
+        return None
+    for block in _FENCE.findall(text):
+        found = _loads_object(block)
+        if found is not None:
+            return found
+    return _loads_object(text)
+
+
+def _unwrap(obj: dict[str, Any]) -> dict[str, Any]:
+    """Accept ``{"input": {...}}`` / ``{"metadata": {...}}`` style wrappers around the fields."""
+    if any(field in obj for field in _FIELDS):
+        return obj
+    for value in obj.values():
+        if isinstance(value, dict) and any(field in value for field in _FIELDS):
+            return value
+    return obj
+
+
+def _to_metadata(obj: dict[str, Any]) -> ImageMetadata:
+    obj = dict(_unwrap(obj))
+    for field in _LIST_FIELDS:
+        value = obj.get(field)
+        # A list sometimes arrives JSON-encoded inside a string: decode it rather than split it.
+        if isinstance(value, str) and value.strip().startswith("["):
+            try:
+                decoded = json.loads(value)
+            except ValueError:
+                decoded = None
+            if isinstance(decoded, list):
+                obj[field] = decoded
+    return ImageMetadata.model_validate(obj)
+
+
+def _summarise(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item.get("loc", ())) or "answer"
+        parts.append(f"{where}: {item.get('msg')}")
+    return "; ".join(parts)
+
+
+class ParsedAnswer:
+    """Outcome of parsing one Claude answer: metadata, or the reason it is unusable."""
+
+    __slots__ = ("metadata", "problem", "kind", "raw")
+
+    def __init__(self, *, metadata: ImageMetadata | None, problem: str | None, kind: str, raw: str):
+        self.metadata = metadata
+        self.problem = problem
+        self.kind = kind  # "ok", "truncated", "refusal", "no_metadata", "invalid"
+        self.raw = raw
+
+
+def parse_claude_answer(answer: dict[str, Any]) -> ParsedAnswer:
+    """Parse a Claude Messages response body into metadata.
+
+    Args:
+        answer: the decoded InvokeModel body (``content``, ``stop_reason``, ``usage``).
+
+    Returns:
+        A ``ParsedAnswer``: ``metadata`` set when usable, else ``kind``/``problem`` saying why,
+        and ``raw``, the answer's text (a tool call's input as JSON).
+    """
+    content = answer.get("content") if isinstance(answer.get("content"), list) else []
+    stop_reason = answer.get("stop_reason")
+    tool_input: dict[str, Any] | None = None
+    texts: list[str] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_use" and isinstance(block.get("input"), dict) and tool_input is None:
+            tool_input = block["input"]
+        elif block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+    text = "\n".join(texts).strip()
+    raw = json.dumps(tool_input, ensure_ascii=False) if tool_input is not None else text
+    if tool_input is not None and text:
+        raw = text + "\n" + raw
+
+    if stop_reason == "max_tokens":
+        return ParsedAnswer(metadata=None, problem="the answer was cut off at max_tokens", kind="truncated", raw=raw)
+    if stop_reason == "refusal":
+        return ParsedAnswer(metadata=None, problem="the model refused to answer", kind="refusal", raw=raw)
+
+    candidate = tool_input if tool_input is not None else extract_json_object(text)
+    if candidate is None:
+        if text:
+            return ParsedAnswer(
+                metadata=None,
+                problem="the answer held no metadata object (text without JSON)",
+                kind="no_metadata",
+                raw=raw,
+            )
+        return ParsedAnswer(metadata=None, problem="the answer was empty", kind="no_metadata", raw=raw)
+    try:
+        metadata = _to_metadata(candidate)
+    except ValidationError as exc:
+        return ParsedAnswer(
+            metadata=None, problem=f"the metadata was invalid: {_summarise(exc)}", kind="invalid", raw=raw
+        )
+    return ParsedAnswer(metadata=metadata, problem=None, kind="ok", raw=raw)
+
+
+def _corrective_text(parsed: ParsedAnswer) -> str:
+    call = f"Call the tool `{TOOL_NAME}` now with title, description, keywords, tags and ocr_texts."
+    if parsed.kind == "truncated":
+        return (
+            "Your previous answer was cut off before it was complete. " + call + " Keep it short: "
+            "a description of at most three sentences and no more than 10 keywords and 10 tags."
+        )
+    if parsed.kind == "refusal":
+        return (
+            "This is a routine cataloguing task: record only what is visibly in the image, without "
+            "identifying people. " + call
+        )
+    return f"Your previous answer could not be used: {parsed.problem}. {call}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Providers
+# ---------------------------------------------------------------------------------------------
+
+
+def _region_of(client: Any) -> str | None:
+    meta = getattr(client, "meta", None)
+    return getattr(meta, "region_name", None)
+
+
+class BedrockDescriber(Describer):
+    """Claude on Bedrock (InvokeModel, Messages API, forced metadata tool)."""
+
+    image_limits = CLAUDE_LIMITS
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        model_id: str,
+        prompt: PromptTemplate | None = None,
+        max_tokens: int = 1024,
+        corrective_turns: int = 2,
+        temperature: float | None = None,
+    ):
+        """Create a describer.
+
+        Args:
+            client: a ``bedrock-runtime`` client (see ``media_enrichment.aws``); shared, thread-safe.
+            model_id: a Claude model id or inference profile id / ARN (must contain
+                ``anthropic.``, e.g. ``us.anthropic.claude-3-5-haiku-20241022-v1:0``).
+            prompt: the prompt template (default: the packaged ``describe_v1``).
+            max_tokens: Claude's ``max_tokens`` for the first turn.
+            corrective_turns: extra turns allowed after an unusable answer (0 to 5).
+            temperature: sent only when given (some newer models restrict sampling parameters).
+
+        Raises:
+            ConfigError: the model id is not a Claude model, or a bound is out of range.
+        """
+        if not isinstance(model_id, str) or "anthropic." not in model_id:
+            raise ConfigError(f"describer model id {model_id!r} is not a Claude model id (expected 'anthropic.')")
+        if not 0 <= corrective_turns <= 5:
+            raise ConfigError("corrective_turns must be between 0 and 5")
+        if max_tokens < 1:
+            raise ConfigError("max_tokens must be positive")
+        self.client = client
+        self.model_id = model_id
+        self.prompt = prompt if prompt is not None else load_prompt()
+        self.prompt_version = self.prompt.version
+        self.max_tokens = max_tokens
+        self.corrective_turns = corrective_turns
+        self.temperature = temperature
+        self.region = _region_of(client)
+
+    def image_message(self, image: PreparedImage) -> dict[str, Any]:
+        """The first user turn: the image, then the prompt.
+
+        Args:
+            image: prepared within ``CLAUDE_LIMITS``; its ``media_type`` is sent as is.
+
+        Returns:
+            A Messages API ``user`` message.
+        """
+        return {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": image.media_type, "data": image.base64},
+                },
+                {"type": "text", "text": self.prompt.text},
+            ],
+        }
+
+    def request_body(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None) -> dict[str, Any]:
+        """The InvokeModel body (also a valid batch-inference ``modelInput``).
+
+        Args:
+            messages: the conversation so far, ending with a user turn.
+            max_tokens: overrides the describer's ``max_tokens``.
+
+        Returns:
+            The Anthropic Messages body with the forced metadata tool.
+        """
+        body: dict[str, Any] = {
+            "anthropic_version": ANTHROPIC_VERSION,
+            "max_tokens": max_tokens or self.max_tokens,
+            "messages": messages,
+            "tools": [METADATA_TOOL],
+            "tool_choice": {"type": "tool", "name": TOOL_NAME},
+        }
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
+    def describe(self, image: PreparedImage) -> Description:
+        """Describe one image.
+
+        Args:
+            image: the image, already within ``CLAUDE_LIMITS``.
+
+        Returns:
+            The validated metadata, with input and output tokens summed over every turn.
+
+        Raises:
+            RetryableProviderError: throttling, 5xx, timeouts once botocore's retries are spent.
+            RejectedRequestError: the service rejected the request (e.g. media type mismatch).
+            FatalProviderError: no access, unknown model, no credentials.
+            InvalidResponseError: no usable answer within the corrective turns; ``raw`` holds the
+                last answer.
+        """
+        first = self.image_message(image)
+        messages = [first]
+        max_tokens = self.max_tokens
+        input_tokens = output_tokens = 0
+        problems: list[str] = []
+        parsed: ParsedAnswer | None = None
+        turns = 1 + self.corrective_turns
+        for turn in range(turns):
+            answer = _invoke_json(self.client, self.model_id, self.request_body(messages, max_tokens=max_tokens), self.region)
+            usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+            input_tokens += _as_int(usage.get("input_tokens"))
+            output_tokens += _as_int(usage.get("output_tokens"))
+            parsed = parse_claude_answer(answer)
+            if parsed.metadata is not None:
+                if turn:
+                    logger.info("model %s: usable answer after %d corrective turn(s)", self.model_id, turn)
+                return Description(metadata=parsed.metadata, input_tokens=input_tokens, output_tokens=output_tokens)
+            problems.append(f"turn {turn + 1}: {parsed.problem}")
+            logger.info("model %s: unusable answer (%s) on turn %d of %d", self.model_id, parsed.kind, turn + 1, turns)
+            if turn + 1 == turns:
+                break
+            echo = (parsed.raw or "(no answer)").strip()[:_MAX_RAW_ECHO] or "(no answer)"
+            messages = [
+                first,
+                {"role": "assistant", "content": [{"type": "text", "text": echo}]},
+                {"role": "user", "content": [{"type": "text", "text": _corrective_text(parsed)}]},
+            ]
+            if parsed.kind == "truncated":
+                max_tokens = min(max_tokens * 2, max(self.max_tokens, _SAFE_OUTPUT_CEILING))
+        assert parsed is not None
+        raise InvalidResponseError(
+            f"no usable metadata from model {self.model_id!r} after {turns} turn(s) "
+            f"({input_tokens} input / {output_tokens} output tokens): " + "; ".join(problems),
+            code=parsed.kind,
+            raw=parsed.raw,
+        )
+
+    def check_access(self) -> None:
+        """Send one tiny request (a 1x1 PNG, a few output tokens) to prove the model is usable.
+
+        Raises:
+            FatalProviderError: access denied, unknown model, bad or missing credentials, or a
+                request the model refuses outright (e.g. an id that needs an inference profile);
+                the message names the model id and region.
+            RetryableProviderError: throttled or unavailable right now (access is unknown).
+        """
+        body = {
+            "anthropic_version": ANTHROPIC_VERSION,
+            "max_tokens": 8,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {
+                                "type": "base64",
+                                "media_type": "image/png",
+                                "data": PreparedImage(_tiny_png(), "image/png", 1, 1).base64,
+                            },
+                        },
+                        {"type": "text", "text": "Reply with the single word OK."},
+                    ],
+                }
+            ],
+        }
+        _check(lambda: _invoke_json(self.client, self.model_id, body, self.region), self.model_id, self.region)
+
+
+def _check(call: Any, model_id: str, region: str | None) -> None:
+    try:
+        call()
+    except RejectedRequestError as exc:
+        raise FatalProviderError(
+            f"access check for model {model_id!r} in region {region or '?'} was rejected: {exc}", code=exc.code
+        ) from exc
+    except InvalidResponseError:
+        pass  # the model answered: access works
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+class BedrockEmbedder(Embedder):
+    """Titan Multimodal Embeddings G1 on Bedrock (InvokeModel)."""
+
+    image_limits = TITAN_LIMITS
+
+    def __init__(self, client: Any, *, model_id: str = DEFAULT_TITAN_MODEL, dim: int = 1024):
+        """Create an embedder.
+
+        Args:
+            client: a ``bedrock-runtime`` client; shared, thread-safe.
+            model_id: ``amazon.titan-embed-image-v1`` (or an id containing ``titan-embed-image``).
+            dim: vector length, 256, 384 or 1024.
+
+        Raises:
+            ConfigError: unsupported model id or dimension.
+        """
+        if not isinstance(model_id, str) or "titan-embed-image" not in model_id:
+            raise ConfigError(f"embedder model id {model_id!r} is not a Titan multimodal embeddings model")
+        if dim not in TITAN_DIMS:
+            raise ConfigError(f"embedding dim must be one of {TITAN_DIMS}, got {dim}")
+        self.client = client
+        self.model_id = model_id
+        self.dim = int(dim)
+        self.region = _region_of(client)
+
+    def _embed(self, body: dict[str, Any]) -> np.ndarray:
+        body = {**body, "embeddingConfig": {"outputEmbeddingLength": self.dim}}
+        answer = _invoke_json(self.client, self.model_id, body, self.region)
+        embedding = answer.get("embedding")
+        if not isinstance(embedding, list) or len(embedding) != self.dim:
+            got = len(embedding) if isinstance(embedding, list) else type(embedding).__name__
+            raise InvalidResponseError(
+                f"model {self.model_id!r} returned an embedding of {got}, expected {self.dim} floats"
+                + (f" ({answer['message']})" if answer.get("message") else ""),
+                code="BadEmbedding",
+                raw=json.dumps(answer)[:2000],
+            )
+        try:
+            vector = np.asarray(embedding, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidResponseError(
+                f"model {self.model_id!r} returned non-numeric embedding values", code="BadEmbedding"
+            ) from None
+        if not np.all(np.isfinite(vector)):
+            raise InvalidResponseError(f"model {self.model_id!r} returned non-finite values", code="BadEmbedding")
+        return vector
+
+    def embed_image(self, image: PreparedImage, *, text: str | None = None) -> np.ndarray:
+        """Embed one image (optionally with a caption, which Titan averages in).
+
+        Args:
+            image: PNG or JPEG within ``TITAN_LIMITS``.
+            text: optional text embedded together with the image.
+
+        Returns:
+            A float32 vector of length ``dim``.
+
+        Raises:
+            RetryableProviderError, RejectedRequestError, FatalProviderError, InvalidResponseError.
+        """
+        body: dict[str, Any] = {"inputImage": image.base64}
+        if text:
+            body["inputText"] = text
+        return self._embed(body)
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """Embed a text query into the image space.
+
+        Args:
+            text: the query (Titan accepts a short text, about 128 tokens).
+
+        Returns:
+            A float32 vector of length ``dim``.
+
+        Raises:
+            ValueError: the text is empty.
+            RetryableProviderError, RejectedRequestError, FatalProviderError, InvalidResponseError.
+        """
+        if not text or not text.strip():
+            raise ValueError("cannot embed an empty text")
+        return self._embed({"inputText": text.strip()})
+
+    def check_access(self) -> None:
+        """Embed a two-word text to prove the model is usable.
+
+        Raises:
+            FatalProviderError: access denied, unknown model, bad credentials, rejected request;
+                the message names the model id and region.
+            RetryableProviderError: throttled or unavailable right now.
+        """
+        _check(lambda: self.embed_text("access check"), self.model_id, self.region)
+
+
+def build_bedrock_providers(settings: Settings) -> tuple[BedrockDescriber, BedrockEmbedder]:
+    """Wire the Bedrock describer and embedder: one session, one client shared by both.
+
+    Args:
+        settings: the run's settings (models, prompt file, max tokens, AWS and retry options).
+
+    Returns:
+        ``(describer, embedder)``.
+
+    Raises:
+        ConfigError: unknown profile, no region, bad prompt file or model ids.
+    """
+    session = make_session(profile=settings.aws_profile, region=settings.aws_region)
+    client = bedrock_runtime_client(session, settings=settings)
+    prompt = load_prompt(settings.prompt_file)
+    describer = BedrockDescriber(
+        client, model_id=settings.describer_model_id, prompt=prompt, max_tokens=settings.max_output_tokens
+    )
+    embedder = BedrockEmbedder(client, model_id=settings.embedder_model_id, dim=settings.embedding_dim)
+    return describer, embedder

@@ -1,0 +1,276 @@
+"""The Bedrock-compatible test server validates and fails the way the service does."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from PIL import Image
+
+from media_enrichment.aws import bedrock_runtime_client, make_session
+from media_enrichment.config import Settings
+from media_enrichment.testing import BedrockServer, FaultPlan
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+TITAN = "amazon.titan-embed-image-v1"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MEDIA_ENRICH_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
+@pytest.fixture
+def server(aws_env):
+    with BedrockServer(max_lifetime=60) as srv:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        yield srv
+
+
+def client(**overrides):
+    values = dict(provider="bedrock", bedrock_max_attempts=1, bedrock_read_timeout=5.0)
+    values.update(overrides)
+    return bedrock_runtime_client(make_session(profile=None, region=None), settings=Settings(**values))
+
+
+def encode(size=(32, 24), colour=(200, 30, 40), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def claude_body(data: bytes, media_type: str = "image/png", **extra) -> dict:
+    body = {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 512,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode()},
+                    },
+                    {"type": "text", "text": "Describe."},
+                ],
+            }
+        ],
+        "tools": [{"name": "meta", "input_schema": {"type": "object", "properties": {}}}],
+        "tool_choice": {"type": "tool", "name": "meta"},
+    }
+    body.update(extra)
+    return body
+
+
+def invoke(bedrock, model: str, body: dict) -> dict:
+    response = bedrock.invoke_model(modelId=model, body=json.dumps(body))
+    return json.loads(response["body"].read())
+
+
+def error_of(bedrock, model: str, body: dict) -> tuple[str, int, str]:
+    with pytest.raises(ClientError) as info:
+        invoke(bedrock, model, body)
+    err = info.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Titan
+# ---------------------------------------------------------------------------------------------
+
+
+def test_titan_rejects_an_unsupported_dimension(server):
+    body = {"inputText": "hello", "embeddingConfig": {"outputEmbeddingLength": 512}}
+    code, status, message = error_of(client(), TITAN, body)
+    assert (code, status) == ("ValidationException", 400)
+    assert "outputEmbeddingLength" in message and "512" in message
+
+
+def test_titan_image_limits(server):
+    bedrock = client()
+    b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    too_big = {"inputImage": b64(encode((2049, 16)))}
+    assert error_of(bedrock, TITAN, too_big)[2] == "Image exceeds max pixels allowed."
+    gif = {"inputImage": b64(encode(fmt="GIF"))}
+    assert error_of(bedrock, TITAN, gif)[0] == "ValidationException"
+    assert error_of(bedrock, TITAN, {"embeddingConfig": {"outputEmbeddingLength": 256}})[1] == 400
+    assert error_of(bedrock, TITAN, {"inputText": "x", "normalize": True})[1] == 400
+
+
+def test_titan_vectors_are_deterministic_unit_vectors_and_averaged_with_text(server):
+    bedrock = client()
+    image = base64.b64encode(encode(colour=(30, 200, 60))).decode()
+    config = {"embeddingConfig": {"outputEmbeddingLength": 256}}
+    a = invoke(bedrock, TITAN, {"inputImage": image, **config})
+    b = invoke(bedrock, TITAN, {"inputImage": image, **config})
+    both = invoke(bedrock, TITAN, {"inputImage": image, "inputText": "green", **config})
+    default = invoke(bedrock, TITAN, {"inputText": "green"})
+    assert a["embedding"] == b["embedding"] and len(a["embedding"]) == 256
+    assert abs(np.linalg.norm(a["embedding"]) - 1) < 1e-5
+    assert both["embedding"] != a["embedding"] and both["inputTextTokenCount"] > 0
+    assert len(default["embedding"]) == 1024 and a["message"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Claude
+# ---------------------------------------------------------------------------------------------
+
+
+def test_claude_answers_a_forced_tool_with_usage(server):
+    data = encode((300, 150))
+    answer = invoke(client(), CLAUDE, claude_body(data))
+    (block,) = answer["content"]
+    assert answer["stop_reason"] == "tool_use" and block["type"] == "tool_use" and block["name"] == "meta"
+    assert "red" in block["input"]["keywords"]  # the dominant colour
+    assert answer["usage"]["input_tokens"] >= 300 * 150 // 750
+    assert answer["usage"]["output_tokens"] > 0
+    assert server.counters.images[hashlib.sha256(data).hexdigest()] == 1
+    assert server.counters.billed_images[(CLAUDE, hashlib.sha256(data).hexdigest())] == 1
+
+
+def test_claude_validation_like_the_service(server):
+    bedrock = client()
+    png = encode()
+    code, status, message = error_of(bedrock, CLAUDE, claude_body(png, "image/jpeg"))
+    assert (code, status) == ("ValidationException", 400)
+    assert message == (
+        "The image was specified using the image/jpeg media type, but the image appears to be a image/png image"
+    )
+    assert "anthropic_version" in error_of(bedrock, CLAUDE, {**claude_body(png), "anthropic_version": None})[2]
+    assert error_of(bedrock, CLAUDE, claude_body(png, anthropic_version="2023-06-01"))[1] == 400
+    assert "8000" in error_of(bedrock, CLAUDE, claude_body(encode((8001, 4))))[2]
+    oversize = claude_body(png)
+    oversize["messages"][0]["content"][0]["source"]["data"] = "A" * (5 * 1024 * 1024 + 4)
+    assert "5 MB" in error_of(bedrock, CLAUDE, oversize)[2]
+    assert error_of(bedrock, CLAUDE, claude_body(png, tool_choice={"type": "tool", "name": "other"}))[1] == 400
+    dangling = claude_body(png)
+    dangling["messages"] += [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "meta", "input": {}}]},
+        {"role": "user", "content": [{"type": "text", "text": "again"}]},
+    ]
+    assert "tool_result" in error_of(bedrock, CLAUDE, dangling)[2]
+    empty_text = claude_body(png)
+    empty_text["messages"][0]["content"][1]["text"] = ""
+    assert "non-empty" in error_of(bedrock, CLAUDE, empty_text)[2]
+    assert server.counters.outcomes == {"validation": 8}
+    assert not server.counters.billed_images
+
+
+def test_unknown_and_denied_models(aws_env):
+    with BedrockServer(denied_models={CLAUDE}, max_lifetime=60) as srv:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        bedrock = client()
+        body = claude_body(encode())
+        assert error_of(bedrock, CLAUDE, body)[:2] == ("AccessDeniedException", 403)
+        assert error_of(bedrock, "us." + CLAUDE, body)[:2] == ("AccessDeniedException", 403)
+        assert error_of(bedrock, "anthropic.claude-0-v0", body)[:2] == ("ResourceNotFoundException", 404)
+        assert invoke(bedrock, "eu.anthropic.claude-3-5-haiku-20241022-v1:0", body)["stop_reason"] == "tool_use"
+
+
+def test_errors_are_sent_the_way_bedrock_sends_them(server):
+    request = urllib.request.Request(
+        f"{server.endpoint_url}/model/{TITAN}/invoke",
+        data=json.dumps({"inputText": "x", "embeddingConfig": {"outputEmbeddingLength": 7}}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    with info.value as response:
+        assert response.code == 400
+        assert response.headers["x-amzn-ErrorType"] == (
+            "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/"
+        )
+        assert set(json.loads(response.read())) == {"message"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults, quota, lifecycle
+# ---------------------------------------------------------------------------------------------
+
+
+def test_throttling_is_parsed_and_retried_by_botocore(aws_env):
+    with BedrockServer(faults=FaultPlan(throttle_rate=1.0), max_lifetime=60) as srv:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        with pytest.raises(ClientError) as info:
+            invoke(client(bedrock_max_attempts=2), TITAN, {"inputText": "x"})
+        assert info.value.response["Error"]["Code"] == "ThrottlingException"
+        assert info.value.response["ResponseMetadata"]["RetryAttempts"] == 1
+        assert srv.counters.outcomes == {"throttled": 2}
+
+
+def test_rpm_quota_throttles_per_model(aws_env):
+    with BedrockServer(faults=FaultPlan(rpm_quota=2), max_lifetime=60) as srv:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        bedrock = client()
+        invoke(bedrock, TITAN, {"inputText": "a"})
+        invoke(bedrock, TITAN, {"inputText": "b"})
+        assert error_of(bedrock, TITAN, {"inputText": "c"})[:2] == ("ThrottlingException", 429)
+        invoke(bedrock, CLAUDE, claude_body(encode()))  # another model has its own quota
+        assert srv.counters.outcomes == {"ok": 3, "quota": 1}
+
+
+def test_a_stall_shorter_than_the_read_timeout_is_just_slow(aws_env):
+    plan = FaultPlan(stall_rate=1.0, stall_seconds=0.3, latency={"titan": 0.1})
+    with BedrockServer(faults=plan, max_lifetime=60) as srv:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        started = time.monotonic()
+        assert len(invoke(client(), TITAN, {"inputText": "a"})["embedding"]) == 1024
+        assert time.monotonic() - started >= 0.4
+        assert srv.counters.outcomes == {"stalled": 1}
+
+
+def test_fault_plan_is_validated_and_seeded():
+    with pytest.raises(ValueError):
+        FaultPlan(throttle_rate=0.7, truncated_rate=0.5)
+    with pytest.raises(ValueError):
+        FaultPlan(stall_seconds=3600)
+    plan_a, plan_b = FaultPlan(seed=5, throttle_rate=0.3), FaultPlan(seed=5, throttle_rate=0.3)
+    assert [plan_a.draw(claude=False, followup=False) for _ in range(50)] == [
+        plan_b.draw(claude=False, followup=False) for _ in range(50)
+    ]
+    assert {plan_a.draw(claude=False, followup=False) for _ in range(200)} == {None, "throttle_rate"}
+    answers_only = FaultPlan(refusal_rate=1.0, faults_on_followups=False)
+    assert answers_only.draw(claude=True, followup=False) == "refusal_rate"
+    assert answers_only.draw(claude=True, followup=True) is None
+    assert answers_only.draw(claude=False, followup=False) is None
+
+
+def test_server_is_loopback_only_and_stops_itself(aws_env):
+    with pytest.raises(ValueError):
+        BedrockServer(host="0.0.0.0")
+    srv = BedrockServer(max_lifetime=0.2).start()
+    aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+    time.sleep(0.5)
+    with pytest.raises(EndpointConnectionError):
+        invoke(client(), TITAN, {"inputText": "x"})
+    srv.stop()  # idempotent
+
+
+def test_unknown_routes_and_health(server):
+    with urllib.request.urlopen(f"{server.endpoint_url}/health", timeout=5) as response:
+        assert json.loads(response.read()) == {"status": "ok"}
+    request = urllib.request.Request(f"{server.endpoint_url}/model/{CLAUDE}/converse", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    with info.value as response:
+        assert response.code == 404
