@@ -75,8 +75,6 @@ def enrich_catalog(
     run_id = str(flow_run.get_id() or uuid.uuid4())
 
     describer, embedder = build_providers(settings)
-    describer.check_access()
-    embedder.check_access()
     versions = ModelVersions.of(describer, embedder)
 
     s3_client = _s3_client(settings) if source.startswith("s3://") else None
@@ -91,8 +89,15 @@ def enrich_catalog(
         source, plan.total, plan.reused, len(plan.items), len(plan.failures),
     )
     progress.report(total=len(plan.items), label="enriching")
+    if plan.items:
+        # Stop before the catalogue is attempted if no image could succeed (access, model id).
+        describer.check_access()
+        embedder.check_access()
 
-    enricher = ChunkEnricher(describer=describer, embedder=embedder, read=read, run_id=run_id, batch=batch_label)
+    enricher = ChunkEnricher(
+        describer=describer, embedder=embedder, read=read, run_id=run_id, batch=batch_label,
+        transient_retries=settings.transient_retries, retry_delay_s=settings.retry_delay_s,
+    )
     chunks = split_chunks(plan.items, settings.chunk_size)
     staged = _run_chunks(chunks, concurrency=settings.concurrency, enricher=enricher, staging_dir=store.staging_dir)
 

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         None, max_length=200, description="Batch label stored on each row (default: the source's name)."
     )
 
+    transient_retries: int = Field(
+        2, ge=0, le=10, description="Extra passes within a chunk for images that hit transient provider errors."
+    )
+    retry_delay_s: float = Field(1.0, ge=0, le=300, description="Base delay before such a pass (doubles, jittered).")
+
     describer_model_id: str = Field(
         "anthropic.claude-3-haiku-20240307-v1:0",
         description="Bedrock model id or inference profile id (e.g. 'us.anthropic...') for descriptions.",

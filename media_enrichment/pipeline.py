@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,9 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from media_enrichment.catalog import Catalog
-from media_enrichment.errors import EnrichmentError, FatalProviderError, ImageError
+from media_enrichment.errors import EnrichmentError, FatalProviderError, ImageError, RetryableProviderError
 from media_enrichment.images import prepare_images
-from media_enrichment.providers.base import Describer, Embedder
+from media_enrichment.providers.base import Describer, Description, Embedder
 from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
 
 Reader = Callable[[str], bytes]
@@ -77,7 +79,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def failure_row(*, image_id: str, source_uri: str, stage: str, error: BaseException, run_id: str) -> dict[str, Any]:
+def failure_row(
+    *, image_id: str, source_uri: str, stage: str, error: BaseException, run_id: str, attempts: int = 1
+) -> dict[str, Any]:
     """A row of the failures table for one image that could not be processed."""
     code = getattr(error, "code", None)
     message = str(error) or type(error).__name__
@@ -90,7 +94,7 @@ def failure_row(*, image_id: str, source_uri: str, stage: str, error: BaseExcept
         "stage": stage,
         "error_type": code or type(error).__name__,
         "message": message[:4000],
-        "attempts": 1,
+        "attempts": attempts,
         "run_id": run_id,
         "at": datetime.now(timezone.utc),
     }
@@ -193,15 +197,30 @@ class ChunkResult:
         return sum(r["output_tokens"] for r in self.rows)
 
 
+class _StageFailure(Exception):
+    """One image failed at one stage; carries what was already paid for (the description)."""
+
+    def __init__(self, stage: str, error: EnrichmentError, description: Description | None):
+        super().__init__(str(error))
+        self.stage, self.error, self.description = stage, error, description
+
+
 @dataclass
 class ChunkEnricher:
-    """Enriches chunks of images with one describer and one embedder."""
+    """Enriches chunks of images with one describer and one embedder.
+
+    Transient provider errors (throttling, 5xx, timeouts that outlasted the client's own retries)
+    get ``transient_retries`` more passes at the end of the chunk, after a backoff with jitter;
+    a description already obtained is kept, so only the failed call is repeated.
+    """
 
     describer: Describer
     embedder: Embedder
     read: Reader
     run_id: str
     batch: str | None = None
+    transient_retries: int = 2
+    retry_delay_s: float = 1.0
 
     @property
     def versions(self) -> ModelVersions:
@@ -214,13 +233,40 @@ class ChunkEnricher:
             FatalProviderError: no image can succeed (access denied, unknown model).
         """
         result = ChunkResult()
-        for item in items:
-            outcome = self.enrich_one(item)
-            (result.rows if "title" in outcome else result.failures).append(outcome)
+        pending: list[tuple[WorkItem, Description | None]] = [(item, None) for item in items]
+        for attempt in range(self.transient_retries + 1):
+            if attempt:
+                time.sleep(self.retry_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+            retry: list[tuple[WorkItem, Description | None]] = []
+            for item, description in pending:
+                try:
+                    result.rows.append(self.enrich_one(item, description=description))
+                except _StageFailure as failure:
+                    if isinstance(failure.error, RetryableProviderError) and attempt < self.transient_retries:
+                        retry.append((item, failure.description))
+                    else:
+                        result.failures.append(
+                            failure_row(
+                                image_id=item.image_id, source_uri=item.source_uri, stage=failure.stage,
+                                error=failure.error, run_id=self.run_id, attempts=attempt + 1,
+                            )
+                        )
+            if not retry:
+                break
+            pending = retry
         return result
 
-    def enrich_one(self, item: WorkItem) -> dict[str, Any]:
-        """Enrich one image: an assets row, or a failures row naming the stage that failed."""
+    def enrich_one(self, item: WorkItem, *, description: Description | None = None) -> dict[str, Any]:
+        """Enrich one image into an assets row.
+
+        Args:
+            item: the image.
+            description: a description obtained by an earlier attempt (not paid for again).
+
+        Raises:
+            _StageFailure: the image failed at one stage (read, prepare, describe, embed).
+            FatalProviderError: no image can succeed.
+        """
         stage = "read"
         try:
             data = self.read(item.source_uri)
@@ -230,15 +276,14 @@ class ChunkEnricher:
             )
             del data
             stage = "describe"
-            description = self.describer.describe(for_describer)
+            if description is None:
+                description = self.describer.describe(for_describer)
             stage = "embed"
             vector = self.embedder.embed_image(for_embedder)
         except FatalProviderError:
             raise
         except EnrichmentError as exc:
-            return failure_row(
-                image_id=item.image_id, source_uri=item.source_uri, stage=stage, error=exc, run_id=self.run_id
-            )
+            raise _StageFailure(stage, exc, description) from exc
         meta = description.metadata
         return {
             "image_id": item.image_id,

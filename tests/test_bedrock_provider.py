@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from PIL import Image
 
 from media_enrichment.aws import bedrock_runtime_client, make_session
+from media_enrichment.catalog import read_bytes
 from media_enrichment.config import Settings
 from media_enrichment.errors import (
     ConfigError,
@@ -24,6 +25,7 @@ from media_enrichment.errors import (
     RetryableProviderError,
 )
 from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, PreparedImage, prepare_image
+from media_enrichment.pipeline import ChunkEnricher, WorkItem, sha256_hex
 from media_enrichment.prompts import load_prompt, prompt_version
 from media_enrichment.providers.bedrock import (
     BedrockDescriber,
@@ -512,3 +514,23 @@ def test_custom_prompt_file(tmp_path, bedrock):
         load_prompt(tmp_path / "empty.txt")
     with pytest.raises(ConfigError):
         load_prompt(tmp_path / "missing.txt")
+
+
+def test_chunk_retries_transient_errors_without_paying_twice(monkeypatch, tmp_path):
+    """Throttling that outlasts botocore's attempts gets another pass at the end of the chunk."""
+    items = []
+    for i in range(12):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (64, 48), (20 * i, 100, 200 - 10 * i)).save(path)
+        items.append(WorkItem(image_id=str(i), source_uri=str(path), content_sha256=sha256_hex(path.read_bytes())))
+    with BedrockServer(faults=FaultPlan(seed=5, throttle_rate=0.3)) as server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        describer, embedder = build_bedrock_providers(Settings(provider="bedrock", bedrock_max_attempts=1))
+        enricher = ChunkEnricher(
+            describer=describer, embedder=embedder, read=read_bytes, run_id="r", transient_retries=6, retry_delay_s=0.01
+        )
+        result = enricher.enrich(items)
+        assert len(result.rows) == 12 and not result.failures
+        assert server.counters.outcomes["throttled"] > 0
+        assert max(server.counters.billed_images.values()) == 1, "a described image is not described again"
