@@ -13,8 +13,10 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from media_enrichment import progress
+from media_enrichment.aws import s3_client
 from media_enrichment.catalog import read_bytes
 from media_enrichment.config import EmbeddingDim, ProviderName, Settings
+from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ChunkEnricher, ModelVersions, StagedChunk, WorkItem, split_chunks
 from media_enrichment.providers import build_providers
@@ -77,7 +79,7 @@ def enrich_catalog(
     describer, embedder = build_providers(settings)
     versions = ModelVersions.of(describer, embedder)
 
-    s3_client = _s3_client(settings) if source.startswith("s3://") else None
+    s3_client = s3_client(settings) if source.startswith("s3://") else None
     read = partial(read_bytes, s3_client=s3_client)
     store = Dataset(settings.dataset)
 
@@ -134,15 +136,14 @@ def enrich_catalog(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         **versions_written,
+        "estimated_cost_usd": run_cost(
+            enrichment_model=versions.enrichment_model, embedding_model=versions.embedding_model,
+            input_tokens=input_tokens, output_tokens=output_tokens, images=enriched,
+            prices=load_prices(settings.price_file),
+        ),
         "duration_s": round(duration, 3),
         "images_per_s": round(enriched / duration, 2) if duration > 0 else None,
         **versions.as_metadata(),
     }
     logger.info("Enriched %d, reused %d, failed %d in %.1f s", enriched, plan.reused, failed, duration)
     return summary
-
-
-def _s3_client(settings: Settings):
-    from media_enrichment.aws import make_session
-
-    return make_session(profile=settings.aws_profile, region=settings.aws_region).client("s3")

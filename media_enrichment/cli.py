@@ -86,7 +86,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for key in (
         "source", "dataset", "batch", "catalog_rows", "reused", "enriched", "failed", "chunks",
         "input_tokens", "output_tokens", "assets_version", "failures_version", "duration_s",
-        "images_per_s", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim", "run_id",
+        "images_per_s", "estimated_cost_usd", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim", "run_id",
     ):
         table.add_row(key, "-" if summary.get(key) is None else str(summary[key]))
     console.print(table)
@@ -222,6 +222,62 @@ def export(
     csv.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(csv, index=False)
     console.print(f"Wrote {len(out)} rows to {csv}")
+
+
+from media_enrichment import cli_explore  # noqa: E402
+
+cli_explore.register(app)
+
+
+@app.command()
+def estimate(
+    source: Annotated[str, typer.Argument(help="Manifest (.csv/.parquet), folder, or s3:// prefix.")],
+    model: Annotated[Optional[str], typer.Option(help="Describer model id (default: settings).")] = None,
+    output_tokens: Annotated[int, typer.Option(min=1, help="Expected answer tokens per image.")] = 300,
+    prices: Annotated[Optional[Path], typer.Option(help="JSON price table (see media_enrichment/cost.py).")] = None,
+    prompt: Annotated[Optional[Path], typer.Option(help="Prompt template file (default: the bundled one).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
+) -> None:
+    """Estimate the image tokens and cost of enriching a catalogue with Bedrock, calling no model."""
+    import json as _json
+
+    from media_enrichment.aws import s3_client
+    from media_enrichment.catalog import read_bytes
+    from media_enrichment.config import Settings
+    from media_enrichment.cost import estimate_catalog, load_prices, text_tokens
+    from media_enrichment.prompts import load_prompt
+    from media_enrichment.providers.bedrock import METADATA_TOOL
+
+    try:
+        settings = Settings(provider="bedrock", **({"describer_model_id": model} if model else {}))
+        client = s3_client(settings) if source.startswith("s3://") else None
+        catalog = load_catalog(source, s3_client=client, limit=limit)
+        template = load_prompt(prompt or settings.prompt_file)
+        result = estimate_catalog(
+            catalog,
+            read=lambda uri: read_bytes(uri, s3_client=client),
+            enrichment_model=settings.describer_model_id,
+            embedding_model=settings.embedder_model_id,
+            prompt_tokens_per_image=text_tokens(template.text) + text_tokens(_json.dumps(METADATA_TOOL)),
+            output_tokens_per_image=output_tokens,
+            prices=load_prices(prices or settings.price_file),
+        )
+    except EnrichmentError as exc:
+        _fail(exc)
+    table = Table(title=f"Estimate for {source}", show_header=False)
+    rows = {
+        "describer": settings.describer_model_id,
+        "embedder": settings.embedder_model_id,
+        "images": result.images,
+        "unreadable": result.unreadable,
+        "image tokens": result.image_tokens,
+        "prompt tokens": result.prompt_tokens,
+        "output tokens (assumed)": result.output_tokens,
+        "estimated cost (USD)": "unknown model price" if result.cost_usd is None else f"{result.cost_usd:.4f}",
+    }
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
     max_output_tokens: int = Field(1024, ge=64, le=8192, description="Claude's max_tokens per image.")
 
+    price_file: Path | None = Field(
+        None, description="JSON price table overriding the defaults in media_enrichment/cost.py."
+    )
+
     aws_region: str | None = Field(None, description="AWS region (default: boto3's own chain).")
     aws_profile: str | None = Field(None, description="AWS named profile (default: boto3's own chain).")
     bedrock_retry_mode: Literal["legacy", "standard", "adaptive"] = Field(

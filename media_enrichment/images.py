@@ -205,7 +205,7 @@ def prepare_images(
     with im:
         # Targets in stored orientation (the fit does not depend on it); JPEGs are decoded at
         # the smallest DCT scale that still covers the largest of them.
-        stored = [_target_size(facts.width, facts.height, lim) for lim in limits]
+        stored = [target_size(facts.width, facts.height, lim) for lim in limits]
         box = (max(t[0] for t in stored), max(t[1] for t in stored)) if stored else (1, 1)
         animated = _load(im, box, facts.media_type)
         orientation = _orientation(im)
@@ -354,7 +354,7 @@ def _with_orientation(facts: SourceFacts, orientation: int) -> SourceFacts:
     return facts
 
 
-def _target_size(width: int, height: int, lim: ImageLimits) -> tuple[int, int]:
+def target_size(width: int, height: int, lim: ImageLimits) -> tuple[int, int]:
     """Largest size with the same aspect, long edge and pixel count within ``lim``, never up."""
     area_scale = math.sqrt(lim.max_pixels / (width * height))
     scale = min(1.0, lim.max_long_edge / max(width, height), area_scale)

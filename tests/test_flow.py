@@ -39,6 +39,7 @@ def test_runs_are_incremental(catalog_copy, tmp_path):
     assert set(rows["embedding_dim"]) == {256} and all(len(v) == 256 for v in rows["embedding"])
     assert all("local" in m for m in set(rows["enrichment_model"]) | set(rows["embedding_model"]))
     assert set(rows["run_id"]) == {first["run_id"]}
+    assert first["estimated_cost_usd"] == 0
     commit = store.history()[0]
     assert commit["run_id"] == first["run_id"] and commit["prompt_version"] == first["prompt_version"]
     assert int(commit["enriched"]) == len(manifest)

@@ -46,6 +46,7 @@ def test_second_run_calls_no_model(bedrock, sample_manifest, tmp_path):
     assert set(rows["enrichment_model"]) == {CLAUDE} and set(rows["embedding_model"]) == {TITAN}
     assert (rows["input_tokens"] > 0).all() and (rows["output_tokens"] > 0).all()
     assert first["input_tokens"] == int(rows["input_tokens"].sum())
+    assert first["estimated_cost_usd"] > 0
     assert all(len(v) == 384 for v in rows["embedding"])
     # Every image was described and embedded exactly once (the two access checks are extra).
     per_model = Counter(model for model, _ in bedrock.counters.billed_images)

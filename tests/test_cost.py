@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from media_enrichment.catalog import load_catalog, read_bytes
+from media_enrichment.cli import app
+from media_enrichment.cost import DEFAULT_PRICES, ModelPrice, estimate_catalog, image_tokens, load_prices, price_for, run_cost
+from media_enrichment.errors import ConfigError
+
+
+def test_price_lookup_strips_inference_profile_geography_and_prefers_longest_key():
+    prices = {**DEFAULT_PRICES, "anthropic.claude-3-5": ModelPrice(1, 1)}
+    assert price_for("us.anthropic.claude-3-5-sonnet-20240620-v1:0", prices) == DEFAULT_PRICES["anthropic.claude-3-5-sonnet"]
+    assert price_for("anthropic.claude-3-5-other", prices) == ModelPrice(1, 1)
+    assert price_for("local/rapidocr-visual-v1", prices) == ModelPrice()
+    assert price_for("mistral.pixtral", prices) is None
+
+
+def test_run_cost_adds_tokens_and_images():
+    cost = run_cost(
+        enrichment_model="anthropic.claude-3-haiku-x", embedding_model="amazon.titan-embed-image-v1",
+        input_tokens=1_000_000, output_tokens=1_000_000, images=1000, prices=DEFAULT_PRICES,
+    )
+    assert cost == pytest.approx(0.25 + 1.25 + 1000 * 0.00006)
+    assert run_cost(enrichment_model="unknown", embedding_model="amazon.titan-embed-image-v1",
+                    input_tokens=1, output_tokens=1, images=1, prices=DEFAULT_PRICES) is None
+
+
+def test_price_file_overrides_and_bad_file_is_a_config_error(tmp_path):
+    good = tmp_path / "prices.json"
+    good.write_text(json.dumps({"anthropic.claude-3-haiku": {"input_per_mtok": 9, "output_per_mtok": 9}}))
+    assert load_prices(good)["anthropic.claude-3-haiku"] == ModelPrice(9, 9)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"x": {"nope": 1}}')
+    with pytest.raises(ConfigError, match="price file"):
+        load_prices(bad)
+
+
+def test_image_tokens_follow_the_scaling_claude_applies():
+    assert image_tokens(200, 150) == 40  # 30,000 px / 750
+    big = image_tokens(6000, 4000)  # scaled to <= 1568 long edge and <= 1.15 MP
+    assert 1400 <= big <= 1_150_000 / 750
+
+
+def test_estimate_catalog_and_cli(tmp_path):
+    Image.new("RGB", (1500, 1000), "red").save(tmp_path / "a.jpg")
+    Image.new("RGB", (300, 300), "blue").save(tmp_path / "b.png")
+    (tmp_path / "c.jpg").write_text("not an image")
+    catalog = load_catalog(tmp_path)
+    estimate = estimate_catalog(
+        catalog, read=read_bytes, enrichment_model="anthropic.claude-3-haiku-20240307-v1:0",
+        embedding_model="amazon.titan-embed-image-v1", prompt_tokens_per_image=500, output_tokens_per_image=300,
+        prices=DEFAULT_PRICES,
+    )
+    assert estimate.images == 2 and estimate.unreadable == 1
+    assert estimate.image_tokens == image_tokens(1500, 1000) + image_tokens(300, 300)
+    assert estimate.input_tokens == estimate.image_tokens + 1000
+    expected = (estimate.input_tokens * 0.25 + 600 * 1.25) / 1e6 + 2 * 0.00006
+    assert estimate.cost_usd == pytest.approx(expected)
+
+    result = CliRunner().invoke(app, ["estimate", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "image tokens" in result.output and str(estimate.image_tokens) in result.output
