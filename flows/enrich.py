@@ -60,6 +60,7 @@ def enrich_catalog(
     limit: int | None = None,
     force: bool = False,
     batch: str | None = None,
+    retry_failures: bool = False,
 ) -> dict[str, Any]:
     """Enrich a catalogue of images (describe, embed) and merge it into the Delta dataset."""
     logger = get_run_logger()
@@ -73,6 +74,7 @@ def enrich_catalog(
         limit=limit,
         force=force,
         batch=batch,
+        retry_failures=retry_failures,
     )
     run_id = str(flow_run.get_id() or uuid.uuid4())
 
@@ -85,10 +87,10 @@ def enrich_catalog(
 
     catalog = load_catalog_rows(source, limit=settings.limit, s3_client=s3_client)
     batch_label = settings.batch or catalog.default_batch
-    plan = plan_enrichment(catalog, dataset=store, versions=versions, read=read, run_id=run_id, force=settings.force)
+    plan = plan_enrichment(catalog, dataset=store, versions=versions, read=read, run_id=run_id, settings=settings)
     logger.info(
-        "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable",
-        source, plan.total, plan.reused, len(plan.items), len(plan.failures),
+        "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable, %d failed before and left alone",
+        source, plan.total, plan.reused, len(plan.items), len(plan.failures), len(plan.given_up),
     )
     progress.report(total=len(plan.items), label="enriching")
     if plan.items:
@@ -132,6 +134,7 @@ def enrich_catalog(
         "reused": plan.reused,
         "enriched": enriched,
         "failed": failed,
+        "given_up": len(plan.given_up),
         "chunks": len(chunks),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,

@@ -84,7 +84,7 @@ def run_flow_with_progress(**parameters: Any) -> dict[str, Any]:
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="Enrichment run", show_header=False)
     for key in (
-        "source", "dataset", "batch", "catalog_rows", "reused", "enriched", "failed", "chunks",
+        "source", "dataset", "batch", "catalog_rows", "reused", "enriched", "failed", "given_up", "chunks",
         "input_tokens", "output_tokens", "assets_version", "failures_version", "duration_s",
         "images_per_s", "estimated_cost_usd", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim", "run_id",
     ):
@@ -108,6 +108,7 @@ def run(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Enrich at most N catalogue rows.")] = None,
     force: Annotated[bool, typer.Option(help="Enrich every row again.")] = False,
     batch: Annotated[Optional[str], typer.Option(help="Batch label (default: the source's name).")] = None,
+    retry_failures: Annotated[bool, typer.Option(help="Try failed images again, even those left alone.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Enrich a catalogue into the dataset (skips images already enriched with the same models)."""
@@ -118,7 +119,7 @@ def run(
             load_catalog(source, limit=limit)
         summary = run_flow_with_progress(
             source=source, dataset=dataset, provider=provider, chunk_size=chunk_size, concurrency=concurrency,
-            embedding_dim=embedding_dim, limit=limit, force=force, batch=batch,
+            embedding_dim=embedding_dim, limit=limit, force=force, batch=batch, retry_failures=retry_failures,
         )
     except EnrichmentError as exc:
         _fail(exc)

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         None, max_length=200, description="Batch label stored on each row (default: the source's name)."
     )
 
+    max_failure_attempts: int = Field(
+        3, ge=1, le=100, description="Tries (over runs) before a failing image is left alone until its bytes change."
+    )
+    retry_failures: bool = Field(False, description="Try every failed image again, whatever its attempts.")
     transient_retries: int = Field(
         2, ge=0, le=10, description="Extra passes within a chunk for images that hit transient provider errors."
     )
@@ -56,6 +60,23 @@ class Settings(BaseSettings):
 
     price_file: Path | None = Field(
         None, description="JSON price table overriding the defaults in media_enrichment/cost.py."
+    )
+
+    describer_rpm: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests per minute allowed to the describer model (None: no cap)."
+    )
+    describer_tpm: int | None = Field(
+        None, ge=1, le=100_000_000, description="Tokens per minute allowed to the describer model (None: no cap)."
+    )
+    embedder_rpm: int | None = Field(
+        None, ge=1, le=1_000_000, description="Requests per minute allowed to the embedding model (None: no cap)."
+    )
+    adaptive_concurrency: bool = Field(
+        True, description="Halve the calls in flight to a model when it throttles, grow them back after."
+    )
+    shared_rate_limits: bool = Field(
+        False,
+        description="Enforce the rpm/tpm limits across runs and workers with Prefect global concurrency limits.",
     )
 
     aws_region: str | None = Field(None, description="AWS region (default: boto3's own chain).")

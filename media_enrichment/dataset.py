@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
@@ -36,6 +37,13 @@ def _commit_properties(metadata: Mapping[str, Any]) -> CommitProperties:
     # Delta's commitInfo holds strings best; keep nested values readable as JSON.
     flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items() if v is not None}
     return CommitProperties(custom_metadata=flat)
+
+
+def _without_resolved(source: Any) -> Any:
+    """A new failures table has nothing to resolve: keep only the failure rows."""
+    if isinstance(source, pa.Table) and "resolved" in source.column_names:
+        return source.filter(pc.invert(source.column("resolved"))).drop_columns(["resolved"])
+    return source
 
 
 class Dataset:
@@ -117,7 +125,7 @@ class Dataset:
         """Upsert rows into the assets table in one commit (the first run creates version 0).
 
         Args:
-            rows: rows with ``schema.ASSETS_SCHEMA`` (extra columns are refused), unique image_ids.
+            rows: rows with the columns of ``schema.ASSETS_SCHEMA``, unique image_ids.
             metadata: commit metadata (run id, models, prompt version, counts).
 
         Returns:
@@ -126,10 +134,36 @@ class Dataset:
         if rows.num_rows == 0:
             return None
         rows = rows.select(ASSETS_SCHEMA.names).cast(ASSETS_SCHEMA)
-        return self._upsert(self.assets_uri, rows, metadata=metadata, build=self._assets_merge)
+        return self._upsert(self.assets_uri, lambda: rows, metadata=metadata, build=self._assets_merge)
+
+    def merge_assets_from_parquet(self, paths: Sequence[str | Path], *, metadata: Mapping[str, Any]) -> int | None:
+        """Upsert the rows of Parquet files in one commit, streaming them batch by batch.
+
+        Memory stays bounded by a batch, not by the number of rows: delta-rs executes the merge
+        over the stream.
+
+        Args:
+            paths: Parquet files with the columns of ``schema.ASSETS_SCHEMA``, unique image_ids.
+            metadata: commit metadata.
+
+        Returns:
+            The new table version, or None when the files hold no rows.
+        """
+        if not any(pq.read_metadata(p).num_rows for p in paths):
+            return None
+
+        def stream() -> pa.RecordBatchReader:
+            def batches():
+                for path in paths:
+                    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+                        yield batch.select(ASSETS_SCHEMA.names).cast(ASSETS_SCHEMA)
+
+            return pa.RecordBatchReader.from_batches(ASSETS_SCHEMA, batches())
+
+        return self._upsert(self.assets_uri, stream, metadata=metadata, build=self._assets_merge)
 
     @staticmethod
-    def _assets_merge(table: DeltaTable, rows: pa.Table, props: CommitProperties) -> None:
+    def _assets_merge(table: DeltaTable, rows: Any, props: CommitProperties) -> None:
         (
             table.merge(rows, predicate="t.image_id = s.image_id", source_alias="s", target_alias="t", commit_properties=props)
             .when_matched_update_all()
@@ -169,7 +203,7 @@ class Dataset:
                 {name: pa.nulls(len(resolved), type=field.type) for name, field in zip(FAILURES_SCHEMA.names, FAILURES_SCHEMA)}
             ).set_column(0, FAILURES_SCHEMA.field("image_id"), pa.array(resolved, pa.string()))
         source = pa.concat_tables([failures, padding.cast(FAILURES_SCHEMA)]).append_column("resolved", flags)
-        return self._upsert(self.failures_uri, source, metadata=metadata, build=self._failures_merge)
+        return self._upsert(self.failures_uri, lambda: source, metadata=metadata, build=self._failures_merge)
 
     @staticmethod
     def _failures_merge(table: DeltaTable, rows: pa.Table, props: CommitProperties) -> None:
@@ -182,21 +216,23 @@ class Dataset:
             .execute()
         )
 
-    def _upsert(self, uri: str, rows: pa.Table, *, metadata: Mapping[str, Any], build) -> int:
+    def _upsert(self, uri: str, source: Callable[[], Any], *, metadata: Mapping[str, Any], build) -> int:
+        """Create the table from ``source()`` or merge ``source()`` into it, retrying on conflicts.
+
+        ``source`` is called once per attempt: a stream can be read only once.
+        """
         props = _commit_properties(metadata)
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             table = self._open(uri)
             try:
                 if table is None:
-                    initial = rows
-                    if "resolved" in rows.column_names:  # nothing to resolve in a table that is new
-                        initial = rows.filter(pc.invert(rows.column("resolved"))).drop_columns(["resolved"])
                     write_deltalake(
-                        uri, initial, mode="error", commit_properties=props, storage_options=self.storage_options or None
+                        uri, _without_resolved(source()), mode="error", commit_properties=props,
+                        storage_options=self.storage_options or None,
                     )
-                else:
-                    build(table, rows, props)
-                return self._open(uri).version()
+                    return self._open(uri).version()
+                build(table, source(), props)
+                return table.version()
             except CommitFailedError:
                 # Another writer committed first: reload the table and merge again.
                 if attempt == _COMMIT_ATTEMPTS:

@@ -2,7 +2,7 @@
 
 The flow calls these in order: ``plan_work`` (hash, skip what is stored), ``split_chunks``,
 ``ChunkEnricher.enrich`` per chunk (read, prepare, describe, embed; per-image errors become
-failure rows), ``stage_chunk`` and ``load_staged``, then ``Dataset.merge_assets``.
+failure rows), ``stage_chunk``, then ``Dataset.merge_assets_from_parquet`` over the staged files.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from media_enrichment.catalog import Catalog
-from media_enrichment.errors import EnrichmentError, FatalProviderError, ImageError, RetryableProviderError
+from media_enrichment.errors import (
+    EnrichmentError,
+    FatalProviderError,
+    ImageError,
+    RejectedRequestError,
+    RetryableProviderError,
+)
 from media_enrichment.images import prepare_images
 from media_enrichment.providers.base import Describer, Description, Embedder
 from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
@@ -67,20 +73,35 @@ class WorkItem:
 
 @dataclass
 class Plan:
-    """The outcome of planning: what to enrich, what is reused, what failed to read."""
+    """The outcome of planning: what to enrich, what is reused, what failed to read, and which
+    failed images are not tried again (same bytes, and a permanent error or attempts spent)."""
 
     items: list[WorkItem]
     reused: int
     total: int
     failures: list[dict[str, Any]] = field(default_factory=list)
+    given_up: list[str] = field(default_factory=list)
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_permanent(error: BaseException, stage: str) -> bool:
+    """Whether trying the same bytes again cannot help: the file does not decode, or the
+    service rejected the request. A missing file may appear, so a read error is not permanent."""
+    return stage != "read" and isinstance(error, (ImageError, RejectedRequestError))
+
+
 def failure_row(
-    *, image_id: str, source_uri: str, stage: str, error: BaseException, run_id: str, attempts: int = 1
+    *,
+    image_id: str,
+    source_uri: str,
+    stage: str,
+    error: BaseException,
+    run_id: str,
+    attempts: int = 1,
+    content_sha256: str | None = None,
 ) -> dict[str, Any]:
     """A row of the failures table for one image that could not be processed."""
     code = getattr(error, "code", None)
@@ -91,10 +112,12 @@ def failure_row(
     return {
         "image_id": image_id,
         "source_uri": source_uri,
+        "content_sha256": content_sha256,
         "stage": stage,
         "error_type": code or type(error).__name__,
         "message": message[:4000],
         "attempts": attempts,
+        "permanent": is_permanent(error, stage),
         "run_id": run_id,
         "at": datetime.now(timezone.utc),
     }
@@ -115,6 +138,8 @@ def plan_work(
     versions: ModelVersions,
     read: Reader,
     run_id: str,
+    failures: pd.DataFrame | None = None,
+    max_attempts: int = 3,
     force: bool = False,
     workers: int = 8,
 ) -> Plan:
@@ -126,7 +151,10 @@ def plan_work(
         versions: the models and prompt of this run.
         read: reads one ``source_uri``; raises ``ImageError`` when it cannot.
         run_id: stored on failure rows.
-        force: enrich everything again.
+        failures: the dataset's failures table; an image that failed with the same bytes is
+            not tried again if its error was permanent or it has had ``max_attempts`` tries.
+        max_attempts: tries before a failing image is left alone (until its bytes change).
+        force: enrich everything again, failed images included.
         workers: threads hashing images (I/O bound).
 
     Returns:
@@ -154,12 +182,20 @@ def plan_work(
         )
         reusable = set(zip(stored.loc[same, "image_id"], stored.loc[same, "content_sha256"]))
 
+    exhausted: set[tuple[str, str]] = set()
+    if not force and failures is not None and not failures.empty:
+        spent = failures["permanent"].fillna(False).astype(bool) | (failures["attempts"] >= max_attempts)
+        known = failures[spent & failures["content_sha256"].notna()]
+        exhausted = set(zip(known["image_id"], known["content_sha256"]))
+
     plan = Plan(items=[], reused=0, total=len(frame))
     for image_id, uri, result, attrs in zip(frame["image_id"], frame["source_uri"], digests, attributes):
         if isinstance(result, BaseException):
             plan.failures.append(failure_row(image_id=image_id, source_uri=uri, stage="read", error=result, run_id=run_id))
         elif (image_id, result) in reusable:
             plan.reused += 1
+        elif (image_id, result) in exhausted:
+            plan.given_up.append(image_id)
         else:
             plan.items.append(WorkItem(image_id=image_id, source_uri=uri, content_sha256=result, attributes=attrs))
     return plan
@@ -249,6 +285,7 @@ class ChunkEnricher:
                             failure_row(
                                 image_id=item.image_id, source_uri=item.source_uri, stage=failure.stage,
                                 error=failure.error, run_id=self.run_id, attempts=attempt + 1,
+                                content_sha256=item.content_sha256,
                             )
                         )
             if not retry:
@@ -373,14 +410,15 @@ def find_staged(*, staging_dir: Path, key: str) -> StagedChunk | None:
     )
 
 
-def load_staged(chunks: Sequence[StagedChunk]) -> tuple[pa.Table, pa.Table]:
-    """Read staged chunks back as one assets table and one failures table."""
-    assets = [pq.read_table(c.assets_path, schema=ASSETS_SCHEMA) for c in chunks]
-    failures = [pq.read_table(c.failures_path, schema=FAILURES_SCHEMA) for c in chunks]
-    return (
-        pa.concat_tables(assets) if assets else ASSETS_SCHEMA.empty_table(),
-        pa.concat_tables(failures) if failures else FAILURES_SCHEMA.empty_table(),
-    )
+def staged_failures(chunks: Sequence[StagedChunk]) -> pa.Table:
+    """The failure rows of staged chunks, as one table (small: no vectors)."""
+    tables = [pq.read_table(c.failures_path, schema=FAILURES_SCHEMA) for c in chunks]
+    return pa.concat_tables(tables) if tables else FAILURES_SCHEMA.empty_table()
+
+
+def staged_image_ids(chunks: Sequence[StagedChunk]) -> list[str]:
+    """The ids of the images enriched in staged chunks (reads one column only)."""
+    return [i for c in chunks for i in pq.read_table(c.assets_path, columns=["image_id"]).column(0).to_pylist()]
 
 
 def remove_staged(chunks: Sequence[StagedChunk]) -> None:

@@ -117,10 +117,12 @@ FAILURES_SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("source_uri", pa.string()),
+        pa.field("content_sha256", pa.string()),  # of the file that failed (null if unreadable)
         pa.field("stage", pa.string()),
         pa.field("error_type", pa.string()),
         pa.field("message", pa.string()),
         pa.field("attempts", pa.int32()),
+        pa.field("permanent", pa.bool_()),  # retrying the same bytes cannot help (undecodable, rejected)
         pa.field("run_id", pa.string()),
         pa.field("at", pa.timestamp("us", tz="UTC")),
     ]

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from media_enrichment.catalog import Catalog, load_catalog
+from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import FatalProviderError
 from media_enrichment.pipeline import (
@@ -23,10 +24,11 @@ from media_enrichment.pipeline import (
     chunk_key,
     failures_table,
     find_staged,
-    load_staged,
     plan_work,
     remove_staged,
     stage_chunk,
+    staged_failures,
+    staged_image_ids,
 )
 
 
@@ -49,10 +51,19 @@ def load_catalog_rows(source: str, *, limit: int | None, s3_client: Any = None) 
 
 @task(name="plan-enrichment", cache_policy=NO_CACHE)
 def plan_enrichment(
-    catalog: Catalog, *, dataset: Dataset, versions: ModelVersions, read: Reader, run_id: str, force: bool
+    catalog: Catalog, *, dataset: Dataset, versions: ModelVersions, read: Reader, run_id: str, settings: Settings
 ) -> Plan:
     """Hash the catalogue's images and skip those already enriched with these models."""
-    return plan_work(catalog, stored=dataset.fingerprints(), versions=versions, read=read, run_id=run_id, force=force)
+    return plan_work(
+        catalog,
+        stored=dataset.fingerprints(),
+        failures=None if settings.retry_failures else dataset.read_failures(),
+        max_attempts=settings.max_failure_attempts,
+        versions=versions,
+        read=read,
+        run_id=run_id,
+        force=settings.force,
+    )
 
 
 @task(
@@ -77,13 +88,10 @@ def merge_results(
     staged: list[StagedChunk], *, dataset: Dataset, plan_failures: list[dict[str, Any]], metadata: dict[str, Any]
 ) -> dict[str, int | None]:
     """Merge the staged chunks into the assets table in one commit; record failures."""
-    assets, failures = load_staged(staged)
-    if plan_failures:
-        failures = pa.concat_tables([failures, failures_table(plan_failures)])
-    counts = {**metadata, "enriched": assets.num_rows, "failed": failures.num_rows}
-    assets_version = dataset.merge_assets(assets, metadata=counts)
-    failures_version = dataset.record_failures(
-        failures, resolved_ids=assets.column("image_id").to_pylist(), metadata=counts
-    )
+    failures = pa.concat_tables([staged_failures(staged), failures_table(plan_failures)])
+    enriched_ids = staged_image_ids(staged)
+    counts = {**metadata, "enriched": len(enriched_ids), "failed": failures.num_rows}
+    assets_version = dataset.merge_assets_from_parquet([c.assets_path for c in staged], metadata=counts)
+    failures_version = dataset.record_failures(failures, resolved_ids=enriched_ids, metadata=counts)
     remove_staged(staged)
     return {"assets_version": assets_version, "failures_version": failures_version}

@@ -104,10 +104,21 @@ def test_bad_images_become_failures_and_are_retried(tmp_path):
     assert failures.loc["empty", "stage"] == "prepare" and "empty" in failures.loc["empty", "message"].lower()
     assert failures.loc["notes", "stage"] == "prepare"
 
+    assert failures.loc["empty", "permanent"] and not failures.loc["missing", "permanent"]
+
     Image.new("RGB", (64, 48), (200, 20, 20)).save(folder / "missing.png")
     again = enrich_catalog(source=str(manifest), dataset=dataset)
-    assert again["enriched"] == 1 and again["reused"] == 1 and again["failed"] == 2
+    # The file that appeared is enriched; the undecodable ones (same bytes) are left alone.
+    assert again["enriched"] == 1 and again["reused"] == 1 and again["failed"] == 0 and again["given_up"] == 2
     failures = store.read_failures().set_index("image_id")
-    assert sorted(failures.index) == ["empty", "notes"]
-    assert set(failures["attempts"]) == {2}
+    assert sorted(failures.index) == ["empty", "notes"] and set(failures["attempts"]) == {1}
     assert sorted(store.read_assets()["image_id"]) == ["good", "missing"]
+
+    forced = enrich_catalog(source=str(manifest), dataset=dataset, retry_failures=True)
+    assert forced["failed"] == 2 and forced["given_up"] == 0
+    assert set(store.read_failures()["attempts"]) == {2}
+
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(folder / "notes.jpg", format="PNG")  # the file is fixed
+    fixed = enrich_catalog(source=str(manifest), dataset=dataset)
+    assert fixed["enriched"] == 1 and fixed["given_up"] == 1
+    assert list(store.read_failures()["image_id"]) == ["empty"]
