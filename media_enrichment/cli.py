@@ -231,6 +231,73 @@ cli_explore.register(app)
 
 
 @app.command()
+def failures(
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 50,
+) -> None:
+    """List images whose last attempt failed (retried by the next run unless left alone)."""
+    from media_enrichment.dataset import Dataset
+
+    frame = Dataset(dataset).read_failures().sort_values("image_id")
+    if frame.empty:
+        console.print("No failures.")
+        return
+    table = Table(title=f"{len(frame)} failure(s) in {dataset}")
+    columns = ["image_id", "stage", "error_type", "attempts", "permanent", "message"]
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for record in frame.head(limit)[columns].to_dict("records"):
+        table.add_row(*[str(record[c]) for c in columns])
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    version: Annotated[int, typer.Argument(help="The version to make current again.")],
+    dataset: DatasetOpt = DEFAULT_DATASET,
+) -> None:
+    """Restore the assets table to an earlier version (a new commit; history is kept)."""
+    from media_enrichment.dataset import Dataset
+
+    try:
+        new_version = Dataset(dataset).rollback(version)
+    except EnrichmentError as exc:
+        _fail(exc)
+    console.print(f"Restored version {version} as version {new_version}.")
+
+
+@app.command()
+def compact(dataset: DatasetOpt = DEFAULT_DATASET) -> None:
+    """Compact the assets table's small files (a new version with the same rows)."""
+    from media_enrichment.dataset import Dataset
+
+    try:
+        metrics = Dataset(dataset).compact()
+    except EnrichmentError as exc:
+        _fail(exc)
+    console.print(f"Files removed: {metrics.get('numFilesRemoved')}, added: {metrics.get('numFilesAdded')}")
+
+
+@app.command()
+def vacuum(
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    retention_hours: Annotated[int, typer.Option(min=0, help="Keep files needed by versions this recent.")] = 168,
+    apply: Annotated[bool, typer.Option("--apply", help="Delete the files (default: only list them).")] = False,
+) -> None:
+    """List (or, with --apply, delete) files that no recent version needs; ends time travel before them."""
+    from media_enrichment.dataset import Dataset
+
+    try:
+        files = Dataset(dataset).vacuum(retention_hours=retention_hours, dry_run=not apply)
+    except EnrichmentError as exc:
+        _fail(exc)
+    verb = "Deleted" if apply else "Would delete"
+    console.print(f"{verb} {len(files)} file(s).")
+    for name in files[:50]:
+        console.print(f"  {name}")
+
+
+@app.command()
 def estimate(
     source: Annotated[str, typer.Argument(help="Manifest (.csv/.parquet), folder, or s3:// prefix.")],
     model: Annotated[Optional[str], typer.Option(help="Describer model id (default: settings).")] = None,

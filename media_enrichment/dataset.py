@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from media_enrichment.errors import DatasetError
 from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
@@ -243,3 +243,48 @@ class Dataset:
                     continue  # another run created the table meanwhile; merge into it
                 raise
         raise DatasetError(f"could not commit to {uri}")  # pragma: no cover - loop always returns or raises
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def rollback(self, version: int, *, metadata: Mapping[str, Any] | None = None) -> int:
+        """Restore the assets table to an earlier version, as a new commit (history is kept).
+
+        Args:
+            version: the version whose content becomes current again.
+            metadata: commit metadata.
+
+        Returns:
+            The new table version.
+        """
+        table = self.assets_table()
+        if not 0 <= version < table.version():
+            raise DatasetError(f"cannot roll back to version {version}: the table is at version {table.version()}")
+        table.restore(version, commit_properties=_commit_properties({"restored_to": version, **(metadata or {})}))
+        return table.version()
+
+    def compact(self) -> dict[str, Any]:
+        """Rewrite small files of the assets table into larger ones (a new version, same rows).
+
+        Returns:
+            delta-rs's metrics (files added and removed).
+        """
+        return self.assets_table().optimize.compact()
+
+    def vacuum(self, *, retention_hours: int = 168, dry_run: bool = True) -> list[str]:
+        """List, or delete, files no version newer than ``retention_hours`` needs.
+
+        Deleting them makes time travel to older versions impossible, so the default only lists
+        them, and delta-rs refuses a retention under its configured minimum (7 days).
+
+        Args:
+            retention_hours: keep files needed by versions of this age.
+            dry_run: list only.
+
+        Returns:
+            The files that are (or would be) deleted.
+        """
+        try:
+            return self.assets_table().vacuum(retention_hours=retention_hours, dry_run=dry_run)
+        except DeltaError as exc:  # e.g. a retention under the table's minimum
+            raise DatasetError(f"vacuum refused: {exc}") from exc
+

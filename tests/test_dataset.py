@@ -69,3 +69,45 @@ def test_missing_version_is_a_dataset_error(tmp_path):
     ds.merge_assets(assets_table([_row("a", "A")]), metadata={})
     with pytest.raises(DatasetError, match="version 7"):
         ds.read_assets(version=7)
+
+
+def test_concurrent_merges_both_commit(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ds = Dataset(tmp_path / "ds")
+    ds.merge_assets(assets_table([_row("seed", "S")]), metadata={})
+
+    def merge(prefix: str) -> int:
+        other = Dataset(tmp_path / "ds")  # each writer has its own handle, as two runs would
+        return other.merge_assets(assets_table([_row(f"{prefix}{i}", prefix) for i in range(50)]), metadata={"run_id": prefix})
+
+    for round_ in range(3):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            versions = list(pool.map(merge, [f"a{round_}-", f"b{round_}-"]))
+        assert len(set(versions)) == 2, "two commits, not one overwriting the other"
+    rows = ds.read_assets()
+    assert len(rows) == 1 + 6 * 50 and rows["image_id"].is_unique
+    assert ds.version() == 6
+
+
+def test_rollback_compact_and_vacuum(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    for i in range(3):
+        ds.merge_assets(assets_table([_row(f"r{i}", f"T{i}")]), metadata={"run_id": f"r{i}"})
+    assert ds.version() == 2 and len(ds.read_assets()) == 3
+    assert ds.rollback(0) == 3
+    assert list(ds.read_assets()["image_id"]) == ["r0"]
+    assert len(ds.read_assets(version=2)) == 3, "history is kept"
+    assert int(ds.history()[0]["restored_to"]) == 0
+    with pytest.raises(DatasetError, match="cannot roll back"):
+        ds.rollback(9)
+
+    for i in range(3):
+        ds.merge_assets(assets_table([_row(f"n{i}", "N")]), metadata={})
+    metrics = ds.compact()
+    assert metrics["numFilesRemoved"] >= 2 and metrics["numFilesAdded"] == 1
+    before = sorted(ds.read_assets()["image_id"])
+    assert ds.vacuum(dry_run=True) == [], "recent files are kept by the default retention"
+    with pytest.raises(DatasetError, match="(?i)retention"):
+        ds.vacuum(retention_hours=0, dry_run=False)
+    assert sorted(ds.read_assets()["image_id"]) == before
