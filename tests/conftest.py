@@ -30,3 +30,15 @@ def sample_manifest(tmp_path_factory) -> Path:
     from media_enrichment.sample import generate_sample_catalog
 
     return generate_sample_catalog(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="session")
+def enriched_sample(prefect_harness, sample_manifest, tmp_path_factory):
+    """The sample catalogue enriched once per session (local provider, 256 dims); read-only."""
+    from flows.enrich import enrich_catalog
+    from media_enrichment.dataset import Dataset
+
+    root = tmp_path_factory.mktemp("enriched-sample") / "ds"
+    summary = enrich_catalog(source=str(sample_manifest), dataset=str(root), chunk_size=16, embedding_dim=256)
+    assert summary["failed"] == 0
+    return Dataset(root)

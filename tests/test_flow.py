@@ -65,10 +65,8 @@ def test_runs_are_incremental(catalog_copy, tmp_path):
     assert len(rows) == len(manifest) + 3 and rows["image_id"].is_unique
 
 
-def test_sample_near_duplicates_are_nearest_neighbours(sample_manifest, tmp_path):
-    dataset = str(tmp_path / "ds")
-    enrich_catalog(source=str(sample_manifest), dataset=dataset, chunk_size=16)
-    rows = Dataset(dataset).read_assets(columns=["image_id", "embedding", "attributes"])
+def test_sample_near_duplicates_are_nearest_neighbours(enriched_sample):
+    rows = enriched_sample.read_assets(columns=["image_id", "embedding", "attributes"])
     origin = {
         r.image_id: (json.loads(r.attributes).get("variant_of") or r.image_id) for r in rows.itertuples()
     }
