@@ -85,7 +85,7 @@ def enrich_catalog(
     read = partial(read_bytes, s3_client=s3_client)
     store = Dataset(settings.dataset)
 
-    catalog = load_catalog_rows(source, limit=settings.limit, s3_client=s3_client)
+    catalog = load_catalog_rows(source, limit=settings.limit, batch=settings.batch, s3_client=s3_client)
     batch_label = settings.batch or catalog.default_batch
     plan = plan_enrichment(catalog, dataset=store, versions=versions, read=read, run_id=run_id, settings=settings)
     logger.info(

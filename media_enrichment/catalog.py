@@ -53,7 +53,9 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def load_catalog(source: str | os.PathLike[str], *, s3_client: Any = None, limit: int | None = None) -> Catalog:
+def load_catalog(
+    source: str | os.PathLike[str], *, s3_client: Any = None, limit: int | None = None, batch: str | None = None
+) -> Catalog:
     """Load a catalogue from a manifest file, a folder or an S3 prefix.
 
     Args:
@@ -61,6 +63,7 @@ def load_catalog(source: str | os.PathLike[str], *, s3_client: Any = None, limit
             recursively), or an ``s3://bucket/prefix/`` holding images.
         s3_client: a boto3 S3 client, needed only for ``s3://`` sources.
         limit: keep only the first ``limit`` rows (in image_id order).
+        batch: for a manifest with a ``batch`` column, keep only that batch's rows.
 
     Returns:
         The catalogue, rows sorted by ``image_id``.
@@ -79,6 +82,10 @@ def load_catalog(source: str | os.PathLike[str], *, s3_client: Any = None, limit
     else:
         frame = _scan_folder(Path(text))
         kind = "folder"
+    if batch is not None and "batch" in frame.columns:
+        frame = frame[frame["batch"].astype(str) == batch]
+        if frame.empty:
+            raise CatalogError(f"no rows of batch {batch!r} in {text}")
     frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
     if limit is not None:
         frame = frame.head(limit).reset_index(drop=True)

@@ -116,7 +116,7 @@ def run(
     try:
         if "://" not in source:
             # Fail fast, before Prefect starts, on a malformed local catalogue (the flow checks too).
-            load_catalog(source, limit=limit)
+            load_catalog(source, limit=limit, batch=batch)
         summary = run_flow_with_progress(
             source=source, dataset=dataset, provider=provider, chunk_size=chunk_size, concurrency=concurrency,
             embedding_dim=embedding_dim, limit=limit, force=force, batch=batch, retry_failures=retry_failures,
@@ -295,6 +295,65 @@ def vacuum(
     console.print(f"{verb} {len(files)} file(s).")
     for name in files[:50]:
         console.print(f"  {name}")
+
+
+@app.command()
+def serve(
+    file: Annotated[Path, typer.Option(help="The deployments file.")] = Path("deployments/prefect.yaml"),
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Dataset for every deployment.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Catalogue of the scheduled deployment.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Flow runs at once in this process.")] = None,
+) -> None:
+    """Serve the deployments of deployments/prefect.yaml (schedules, backfills) from this process."""
+    if "PREFECT_API_URL" not in os.environ:
+        console.print(
+            "[yellow]PREFECT_API_URL is not set:[/] serving against a temporary server that lives only as long as "
+            "this process. Start `prefect server start` and export PREFECT_API_URL to watch runs in the UI."
+        )
+    prepare_prefect_environment(verbose=True)
+    from flows.deployments import serve_deployments
+
+    overrides = {k: v for k, v in {"dataset": dataset, "source": source}.items() if v is not None}
+    serve_deployments(file, overrides=overrides, limit=limit)
+
+
+@app.command()
+def backfill(
+    source: Annotated[str, typer.Argument(help="Manifest with a batch column, or a folder/prefix with {batch} in it.")],
+    batch: Annotated[Optional[list[str]], typer.Option("--batch", "-b", help="A batch label (repeatable).")] = None,
+    start: Annotated[Optional[str], typer.Option(help="First day of a date range (YYYY-MM-DD).")] = None,
+    end: Annotated[Optional[str], typer.Option(help="Last day of a date range (YYYY-MM-DD).")] = None,
+    dataset: DatasetOpt = DEFAULT_DATASET,
+    provider: Annotated[str, typer.Option(help="'local' or 'bedrock'.")] = "local",
+    deployment: Annotated[str, typer.Option(help="The enrichment deployment to run.")] = "enrich-catalog/backfill",
+) -> None:
+    """Launch one flow run per batch through the backfill deployment; repeating it runs nothing twice."""
+    from datetime import date
+
+    prepare_prefect_environment()
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.backfill import batch_labels, launch_backfill
+
+    try:
+        labels = batch_labels(
+            batches=batch, start=date.fromisoformat(start) if start else None, end=date.fromisoformat(end) if end else None
+        )
+    except ValueError as exc:
+        _fail(exc)
+    try:
+        runs = launch_backfill(source=source, batch_list=labels, dataset=dataset, provider=provider, deployment=deployment)
+    except ObjectNotFound:
+        _fail(EnrichmentError(
+            f"deployment {deployment} not found: run `media-enrich serve` (or `prefect deploy`) against the Prefect "
+            "server in PREFECT_API_URL first"
+        ))
+    table = Table(title=f"Backfill of {len(runs)} batch(es) via {deployment}")
+    for column in ("batch", "flow_run_name", "flow_run_id", "state"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(run["batch"], run["flow_run_name"], run["flow_run_id"], str(run["state"]))
+    console.print(table)
 
 
 @app.command()

@@ -69,6 +69,7 @@ class WorkItem:
     source_uri: str
     content_sha256: str
     attributes: str | None = None  # JSON of the manifest's extra columns
+    batch: str | None = None  # the manifest's own batch column, when it has one
 
 
 @dataclass
@@ -189,7 +190,8 @@ def plan_work(
         exhausted = set(zip(known["image_id"], known["content_sha256"]))
 
     plan = Plan(items=[], reused=0, total=len(frame))
-    for image_id, uri, result, attrs in zip(frame["image_id"], frame["source_uri"], digests, attributes):
+    batches = frame["batch"].astype(str) if "batch" in frame.columns else [None] * len(frame)
+    for image_id, uri, result, attrs, batch in zip(frame["image_id"], frame["source_uri"], digests, attributes, batches):
         if isinstance(result, BaseException):
             plan.failures.append(failure_row(image_id=image_id, source_uri=uri, stage="read", error=result, run_id=run_id))
         elif (image_id, result) in reusable:
@@ -197,7 +199,9 @@ def plan_work(
         elif (image_id, result) in exhausted:
             plan.given_up.append(image_id)
         else:
-            plan.items.append(WorkItem(image_id=image_id, source_uri=uri, content_sha256=result, attributes=attrs))
+            plan.items.append(
+                WorkItem(image_id=image_id, source_uri=uri, content_sha256=result, attributes=attrs, batch=batch)
+            )
     return plan
 
 
@@ -330,7 +334,7 @@ class ChunkEnricher:
             "width": facts.width,
             "height": facts.height,
             "size_bytes": facts.size_bytes,
-            "batch": self.batch,
+            "batch": item.batch or self.batch,
             "attributes": item.attributes,
             "title": meta.title,
             "description": meta.description,

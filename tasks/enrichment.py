@@ -44,9 +44,9 @@ def _retry_unless_fatal(task, task_run, state) -> bool:
 
 
 @task(name="load-catalog", cache_policy=NO_CACHE)
-def load_catalog_rows(source: str, *, limit: int | None, s3_client: Any = None) -> Catalog:
+def load_catalog_rows(source: str, *, limit: int | None, batch: str | None = None, s3_client: Any = None) -> Catalog:
     """Read and validate the catalogue (manifest, folder or S3 prefix)."""
-    return load_catalog(source, s3_client=s3_client, limit=limit)
+    return load_catalog(source, s3_client=s3_client, limit=limit, batch=batch)
 
 
 @task(name="plan-enrichment", cache_policy=NO_CACHE)

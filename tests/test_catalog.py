@@ -78,3 +78,10 @@ def test_read_bytes_errors_name_the_file(tmp_path):
     with pytest.raises(ImageError, match="file not found"):
         read_bytes(str(tmp_path / "missing.png"))
     assert read_bytes(str(_png(tmp_path / "ok.png")))[:4] == b"\x89PNG"
+
+
+def test_batch_selects_a_manifests_rows(tmp_path):
+    (tmp_path / "m.csv").write_text("image_id,path,batch\na,a.png,2026-11-01\nb,b.png,2026-11-02\n")
+    assert list(load_catalog(tmp_path / "m.csv", batch="2026-11-02").frame["image_id"]) == ["b"]
+    with pytest.raises(CatalogError, match="no rows of batch"):
+        load_catalog(tmp_path / "m.csv", batch="1999-01-01")

@@ -1,0 +1,102 @@
+"""Deployments served from deployments/prefect.yaml on a real local Prefect server; backfills."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.backfill import batch_labels, batch_source, idempotency_key
+from media_enrichment.dataset import Dataset
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_batch_labels():
+    assert batch_labels(start=date(2026, 10, 30), end=date(2026, 11, 1)) == ["2026-10-30", "2026-10-31", "2026-11-01"]
+    assert batch_labels(batches=["b", "a", "b"]) == ["b", "a"]
+    for bad in ({}, {"batches": ["a"], "start": date(2026, 1, 1)}, {"start": date(2026, 1, 2), "end": date(2026, 1, 1)}):
+        with pytest.raises(ValueError):
+            batch_labels(**bad)
+    assert batch_source("s3://b/in/{batch}/", "2026-11-01") == "s3://b/in/2026-11-01/"
+    key = idempotency_key(deployment="d", dataset="x", source="s", batch="1")
+    assert key == idempotency_key(deployment="d", dataset="x", source="s", batch="1") != idempotency_key(
+        deployment="d", dataset="x", source="s", batch="2"
+    )
+
+
+def _get(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+def _cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "media_enrichment.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
+        timeout=300,
+    )
+
+
+def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
+    dataset = tmp_path / "ds"
+    manifest = pd.read_csv(sample_manifest, dtype=str, keep_default_na=False).head(6)
+    manifest["path"] = [str(sample_manifest.parent / p) for p in manifest["path"]]
+    manifest["batch"] = ["b1"] * 3 + ["b2"] * 3
+    manifest.to_csv(tmp_path / "batches.csv", index=False)
+
+    served = subprocess.Popen(
+        [sys.executable, "-m", "media_enrichment.cli", "serve", "--file", str(REPO / "deployments" / "prefect.yaml"),
+         "--dataset", str(dataset)],
+        env=env, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        names = ("enrich-catalog/nightly", "enrich-catalog/backfill", "backfill-catalog/backfill-launcher")
+        while any(_get(f"{prefect_server}/deployments/name/{name}") is None for name in names):
+            assert served.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "the deployments were not registered"
+            time.sleep(0.5)
+        nightly = _get(f"{prefect_server}/deployments/name/enrich-catalog/nightly")
+        schedule = nightly["schedules"][0]["schedule"]
+        assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Paris"
+        assert nightly["parameters"]["dataset"] == str(dataset)
+
+        first = _cli("backfill", str(tmp_path / "batches.csv"), "-b", "b1", "-b", "b2", "-d", str(dataset), env=env, cwd=tmp_path)
+        assert first.returncode == 0, first.stdout + first.stderr
+        run_ids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", first.stdout)
+        assert len(run_ids) == 2
+        again = _cli("backfill", str(tmp_path / "batches.csv"), "-b", "b1", "-b", "b2", "-d", str(dataset), env=env, cwd=tmp_path)
+        assert sorted(re.findall(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}", again.stdout)) == sorted(run_ids)
+
+        deadline = time.monotonic() + 240
+        while True:
+            states = [(_get(f"{prefect_server}/flow_runs/{i}") or {}).get("state", {}).get("type") for i in run_ids]
+            if all(s == "COMPLETED" for s in states):
+                break
+            assert not any(s in ("FAILED", "CRASHED") for s in states), (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"backfill runs did not finish: {states}"
+            time.sleep(1)
+    finally:
+        os.killpg(served.pid, signal.SIGTERM)
+        served.wait(timeout=30)
+
+    rows = Dataset(str(dataset)).read_assets()
+    assert sorted(rows["image_id"]) == sorted(manifest["image_id"])
+    assert dict(rows.groupby("batch").size()) == {"b1": 3, "b2": 3}
+    assert len(Dataset(str(dataset)).history()) == 2, "one commit per batch run"
