@@ -12,7 +12,6 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from media_enrichment import progress
 from media_enrichment.aws import s3_client
 from media_enrichment.catalog import read_bytes
 from media_enrichment.config import EmbeddingDim, ProviderName, Settings
@@ -21,13 +20,16 @@ from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ChunkEnricher, ModelVersions, StagedChunk, WorkItem, split_chunks
 from media_enrichment.providers import build_providers
 from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
+from tasks.reporting import RunProgress, publish_report
 
 # The window of chunks in flight is bounded by the `concurrency` parameter; the pool only
 # needs to be at least that large.
 _MAX_THREADS = 256
 
 
-def _run_chunks(chunks: list[list[WorkItem]], *, concurrency: int, **task_kwargs: Any) -> list[StagedChunk]:
+def _run_chunks(
+    chunks: list[list[WorkItem]], *, concurrency: int, tracker: RunProgress, **task_kwargs: Any
+) -> list[StagedChunk]:
     """Submit chunk tasks with at most ``concurrency`` in flight; report progress as each ends."""
     staged: list[StagedChunk] = []
     in_flight: dict[PrefectFuture, int] = {}
@@ -44,7 +46,7 @@ def _run_chunks(chunks: list[list[WorkItem]], *, concurrency: int, **task_kwargs
         future = next(as_completed(list(in_flight)))
         size = in_flight.pop(future)
         staged.append(future.result())  # raises after the task's retries are spent
-        progress.report(advance=size)
+        tracker.advance(size)
         fill()
     return staged
 
@@ -92,7 +94,7 @@ def enrich_catalog(
         "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable, %d failed before and left alone",
         source, plan.total, plan.reused, len(plan.items), len(plan.failures), len(plan.given_up),
     )
-    progress.report(total=len(plan.items), label="enriching")
+    tracker = RunProgress(total=len(plan.items), dataset=settings.dataset)
     if plan.items:
         # Stop before the catalogue is attempted if no image could succeed (access, model id).
         describer.check_access()
@@ -103,7 +105,9 @@ def enrich_catalog(
         transient_retries=settings.transient_retries, retry_delay_s=settings.retry_delay_s,
     )
     chunks = split_chunks(plan.items, settings.chunk_size)
-    staged = _run_chunks(chunks, concurrency=settings.concurrency, enricher=enricher, staging_dir=store.staging_dir)
+    staged = _run_chunks(
+        chunks, concurrency=settings.concurrency, tracker=tracker, enricher=enricher, staging_dir=store.staging_dir
+    )
 
     enriched = sum(c.enriched for c in staged)
     failed = sum(c.failed for c in staged) + len(plan.failures)
@@ -148,5 +152,6 @@ def enrich_catalog(
         "images_per_s": round(enriched / duration, 2) if duration > 0 else None,
         **versions.as_metadata(),
     }
+    summary["heatmap"] = publish_report(summary, dataset=store)
     logger.info("Enriched %d, reused %d, failed %d in %.1f s", enriched, plan.reused, failed, duration)
     return summary

@@ -1,0 +1,81 @@
+"""Run reports in the Prefect UI: a progress artifact, a summary, the failures, the heatmap."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from media_enrichment import progress
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import EnrichmentError
+from media_enrichment.explore import similarity_heatmap
+from media_enrichment.report import artifact_key, failure_records, summary_markdown
+from media_enrichment.search import VectorIndex
+
+logger = logging.getLogger(__name__)
+
+
+class RunProgress:
+    """Progress of a run: the CLI's bar (through progress events) and a Prefect progress artifact."""
+
+    def __init__(self, *, total: int, dataset: str):
+        self.total = total
+        self.done = 0
+        progress.report(total=total, label="enriching")
+        self.artifact_id = create_progress_artifact(
+            progress=100.0 if total == 0 else 0.0,
+            key=artifact_key("progress", dataset),
+            description=f"Images enriched or failed, of {total}",
+        )
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        progress.report(advance=count)
+        update_progress_artifact(self.artifact_id, progress=100.0 * self.done / max(1, self.total))
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(summary: dict[str, Any], *, dataset: Dataset, heatmap: bool = True) -> str | None:
+    """Publish the run's summary, failures and similarity heatmap as Prefect artifacts."""
+    heatmap_uri = None
+    if heatmap and dataset.is_local:
+        existing = Path(dataset.root, "reports", "similarity.png")
+        if summary.get("assets_version") is not None:  # the table changed: draw it again
+            heatmap_uri = _draw_heatmap(dataset, existing)
+        elif existing.is_file():
+            heatmap_uri = existing.resolve().as_uri()
+    root = dataset.root
+    create_markdown_artifact(
+        summary_markdown(summary, heatmap_uri=heatmap_uri), key=artifact_key("summary", root), description="Run summary"
+    )
+    create_table_artifact(
+        failure_records(dataset.read_failures()) or [{"image_id": "-", "message": "no failures"}],
+        key=artifact_key("failures", root),
+        description="Images whose last attempt failed",
+    )
+    if heatmap_uri:
+        create_link_artifact(
+            heatmap_uri, link_text="Similarity heatmap", key=artifact_key("heatmap", root),
+            description="Cosine similarity of the images' vectors",
+        )
+    return heatmap_uri
+
+
+def _draw_heatmap(dataset: Dataset, path: Path) -> str | None:
+    try:
+        path = similarity_heatmap(VectorIndex.from_dataset(dataset), path)
+    except EnrichmentError as exc:  # e.g. a dataset mixing embedding models
+        logger.warning("No similarity heatmap: %s", exc)
+        return None
+    return Path(path).resolve().as_uri()
