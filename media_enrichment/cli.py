@@ -37,7 +37,8 @@ def prepare_prefect_environment(*, verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_HOME", str(Path(".prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # Logs still reach the API (the UI shows them); only the terminal is kept quiet.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "INFO" if verbose else "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
 
 
