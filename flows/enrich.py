@@ -83,11 +83,11 @@ def enrich_catalog(
     describer, embedder = build_providers(settings)
     versions = ModelVersions.of(describer, embedder)
 
-    s3_client = s3_client(settings) if source.startswith("s3://") else None
-    read = partial(read_bytes, s3_client=s3_client)
+    s3 = s3_client(settings) if source.startswith("s3://") else None
+    read = partial(read_bytes, s3_client=s3)
     store = Dataset(settings.dataset)
 
-    catalog = load_catalog_rows(source, limit=settings.limit, batch=settings.batch, s3_client=s3_client)
+    catalog = load_catalog_rows(source, limit=settings.limit, batch=settings.batch, s3_client=s3)
     batch_label = settings.batch or catalog.default_batch
     plan = plan_enrichment(catalog, dataset=store, versions=versions, read=read, run_id=run_id, settings=settings)
     logger.info(

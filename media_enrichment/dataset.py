@@ -4,13 +4,14 @@ Layout under the dataset root (a local folder or an ``s3://`` URI)::
 
     <root>/assets/      Delta table, one row per enriched image (schema.ASSETS_SCHEMA)
     <root>/failures/    Delta table, one row per image whose last attempt failed
-    <root>/_staging/    finished chunks waiting to be merged (local roots only)
+    <root>/_staging/    finished chunks waiting to be merged (for an s3:// root: a local folder)
 
 Every commit carries the run id, the models and the prompt version in its commit metadata.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,8 +50,15 @@ def _without_resolved(source: Any) -> Any:
 class Dataset:
     """Handle on the dataset's Delta tables. Cheap to build; opens tables on use."""
 
-    def __init__(self, root: str | Path, *, storage_options: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        staging_root: str | Path | None = None,
+    ):
         self.root = str(root).rstrip("/")
+        self.staging_root = staging_root
         self.storage_options = dict(storage_options or {})
         self.assets_uri = f"{self.root}/assets"
         self.failures_uri = f"{self.root}/failures"
@@ -63,9 +71,12 @@ class Dataset:
 
     @property
     def staging_dir(self) -> Path:
-        if not self.is_local:
-            raise DatasetError("staging needs a local dataset root")
-        return Path(self.root, "_staging")
+        """Where finished chunks wait for the merge: ``<root>/_staging`` for a local dataset; for a
+        remote one, a folder of this machine named after the dataset (``staging_root``)."""
+        if self.is_local:
+            return Path(self.root, "_staging")
+        digest = hashlib.sha256(self.root.encode()).hexdigest()[:16]
+        return Path(self.staging_root or Path.home() / ".cache" / "media-enrichment" / "staging") / digest
 
     def _open(self, uri: str, *, version: int | None = None) -> DeltaTable | None:
         try:
