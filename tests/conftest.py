@@ -44,6 +44,14 @@ def enriched_sample(prefect_harness, sample_manifest, tmp_path_factory):
     return Dataset(root)
 
 
+@pytest.fixture(scope="session")
+def sample_index(enriched_sample):
+    """The vector index of the enriched sample dataset."""
+    from media_enrichment.search import VectorIndex
+
+    return VectorIndex.from_dataset(enriched_sample)
+
+
 def _free_port() -> int:
     import socket
 

@@ -27,8 +27,8 @@ def enriched(enriched_sample) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def index(enriched) -> VectorIndex:
-    return VectorIndex.from_dataset(enriched)
+def index(sample_index) -> VectorIndex:
+    return sample_index
 
 
 @pytest.fixture(scope="module")
