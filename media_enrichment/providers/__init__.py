@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from media_enrichment.config import Settings
 from media_enrichment.providers.base import Describer, Description, Embedder
 
 __all__ = ["Describer", "Description", "Embedder", "build_providers"]
 
 
-def build_providers(settings: Settings) -> tuple[Describer, Embedder]:
+def build_providers(
+    settings: Settings, *, limiters: Mapping[str, Any] | None = None
+) -> tuple[Describer, Embedder]:
     """Build the describer and embedder a run uses (one client shared by both for Bedrock).
 
     Args:
         settings: the run's settings (``provider`` picks the implementation).
+        limiters: for Bedrock, rate limiters shared across runs and workers by name
+            (``tasks.limits.ensure_rate_limits(settings)``), used instead of local token buckets;
+            ignored by the local provider.
 
     Returns:
         ``(describer, embedder)``.
@@ -23,4 +31,4 @@ def build_providers(settings: Settings) -> tuple[Describer, Embedder]:
         return LocalDescriber(), LocalEmbedder(dim=settings.embedding_dim)
     from media_enrichment.providers.bedrock import build_bedrock_providers
 
-    return build_bedrock_providers(settings)
+    return build_bedrock_providers(settings, limiters=limiters)

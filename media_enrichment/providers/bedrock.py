@@ -37,6 +37,16 @@ How retries are layered
 3. The only provider-level repetition is the bounded corrective turn above, which is about
    the *content* of an answer, not about transport.
 
+Rate control
+------------
+Each provider may hold a ``ModelGate`` (``media_enrichment.throttle``): every InvokeModel call
+takes a concurrency slot, one request and (Claude) its estimated input tokens (image
+``w * h / 750`` plus the text) before it is sent. Because botocore retries inside one
+``invoke_model`` call, a ``response-received`` hook on the client reports every HTTP attempt to
+the gate of the call in flight on that thread: a throttled attempt cuts the gate's adaptive
+concurrency and takes one more request from its budget before botocore's retry; a success
+grows the concurrency back. The hook only observes: botocore's retry decision is unchanged.
+
 Errors are translated at this edge (``translate_error``): nothing botocore-specific escapes
 this module.
 """
@@ -46,7 +56,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
+import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -81,6 +94,7 @@ from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, PreparedImage
 from media_enrichment.prompts import PromptTemplate, load_prompt
 from media_enrichment.providers.base import Describer, Description, Embedder
 from media_enrichment.schema import ImageMetadata
+from media_enrichment.throttle import ModelGate, RateLimiter, build_gates
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +105,8 @@ __all__ = [
     "BedrockDescriber",
     "BedrockEmbedder",
     "build_bedrock_providers",
+    "estimate_claude_input_tokens",
+    "install_gate_hook",
     "parse_claude_answer",
     "translate_error",
 ]
@@ -226,14 +242,92 @@ def translate_error(exc: Exception, *, model_id: str, region: str | None) -> Pro
     return RetryableProviderError(f"unexpected error calling {where} ({name}): {exc}", code=name)
 
 
-def _invoke_json(client: Any, model_id: str, body: dict[str, Any], region: str | None) -> dict[str, Any]:
-    """One InvokeModel call with a JSON body; errors translated, the answer parsed."""
+# ---------------------------------------------------------------------------------------------
+# Rate control: every InvokeModel goes through the model's gate; a botocore hook reports each
+# HTTP attempt (botocore retries inside one ``invoke_model`` call) to the gate of the call in
+# flight on this thread.
+# ---------------------------------------------------------------------------------------------
+
+_THROTTLE_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"})
+_GATE_EVENT = "response-received.bedrock-runtime.InvokeModel"
+_GATE_HOOK_ID = "media-enrichment-gate"
+_current = threading.local()  # .gate: the ModelGate of the call in flight on this thread
+
+
+def _on_response(response_dict: Any = None, parsed_response: Any = None, exception: Any = None, **_: Any) -> None:
+    """botocore ``response-received`` handler: report one attempt's outcome to its gate.
+
+    Observes only (its return value is ignored by botocore), so botocore's retry decision is
+    unchanged. Throttling (429, except ModelNotReady) cuts the gate's concurrency; a 2xx grows
+    it; a throttled or 5xx attempt, which botocore retries, takes one more request from the
+    gate's request budget first.
+    """
+    gate: ModelGate | None = getattr(_current, "gate", None)
+    if gate is None or not isinstance(response_dict, dict):
+        return
+    status = int(response_dict.get("status_code") or 0)
+    error = (parsed_response or {}).get("Error") if isinstance(parsed_response, dict) else None
+    code = str((error or {}).get("Code") or "")
+    if 200 <= status < 300:
+        gate.succeeded()
+        return
+    throttled = code in _THROTTLE_CODES or (status == 429 and code != "ModelNotReadyException")
+    if throttled:
+        gate.throttled()
+    if throttled or status == 429 or status >= 500:
+        gate.retry_budget()
+
+
+def install_gate_hook(client: Any) -> None:
+    """Register the attempt-reporting hook on a ``bedrock-runtime`` client (idempotent).
+
+    Args:
+        client: the shared client; the hook reports to whichever gate the calling thread holds.
+    """
+    client.meta.events.register(_GATE_EVENT, _on_response, unique_id=_GATE_HOOK_ID)
+
+
+def estimate_claude_input_tokens(width: int, height: int, text_chars: int) -> int:
+    """Input tokens of a Claude request with one image: ``w * h / 750`` plus ~4 chars a token.
+
+    Args:
+        width: the image's width as sent (within Claude's limits, so not scaled again).
+        height: its height.
+        text_chars: characters of text in the request (prompt, tool schema, earlier turns).
+
+    Returns:
+        The estimate (at least 1).
+    """
+    return max(1, math.ceil(width * height / 750) + math.ceil(text_chars / 4))
+
+
+def _invoke_json(
+    client: Any,
+    model_id: str,
+    body: dict[str, Any],
+    region: str | None,
+    *,
+    gate: ModelGate | None = None,
+    tokens: int = 0,
+) -> dict[str, Any]:
+    """One InvokeModel call with a JSON body, through ``gate``; errors translated, the answer parsed."""
     payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
     try:
-        response = client.invoke_model(
-            modelId=model_id, body=payload, contentType="application/json", accept="application/json"
-        )
-        raw = response["body"].read()
+        if gate is None:
+            response = client.invoke_model(
+                modelId=model_id, body=payload, contentType="application/json", accept="application/json"
+            )
+            raw = response["body"].read()
+        else:
+            with gate.call(tokens=tokens):
+                previous, _current.gate = getattr(_current, "gate", None), gate
+                try:
+                    response = client.invoke_model(
+                        modelId=model_id, body=payload, contentType="application/json", accept="application/json"
+                    )
+                    raw = response["body"].read()
+                finally:
+                    _current.gate = previous
     except (ClientError, BotoCoreError) as exc:
         raise translate_error(exc, model_id=model_id, region=region) from exc
     try:
@@ -444,6 +538,7 @@ class BedrockDescriber(Describer):
         max_tokens: int = 1024,
         corrective_turns: int = 2,
         temperature: float | None = None,
+        gate: ModelGate | None = None,
     ):
         """Create a describer.
 
@@ -455,6 +550,8 @@ class BedrockDescriber(Describer):
             max_tokens: Claude's ``max_tokens`` for the first turn.
             corrective_turns: extra turns allowed after an unusable answer (0 to 5).
             temperature: sent only when given (some newer models restrict sampling parameters).
+            gate: rate and concurrency control for every call (default: none); each call takes
+                its estimated input tokens from the gate's token budget.
 
         Raises:
             ConfigError: the model id is not a Claude model, or a bound is out of range.
@@ -473,6 +570,11 @@ class BedrockDescriber(Describer):
         self.corrective_turns = corrective_turns
         self.temperature = temperature
         self.region = _region_of(client)
+        self.gate = gate
+        if gate is not None:
+            install_gate_hook(client)
+        # Text sent with every image: the prompt and the tool's schema.
+        self._fixed_chars = len(self.prompt.text) + len(json.dumps(METADATA_TOOL))
 
     def image_message(self, image: PreparedImage) -> dict[str, Any]:
         """The first user turn: the image, then the prompt.
@@ -493,6 +595,23 @@ class BedrockDescriber(Describer):
                 {"type": "text", "text": self.prompt.text},
             ],
         }
+
+    def estimate_tokens(self, image: PreparedImage, messages: list[dict[str, Any]]) -> int:
+        """Input tokens of one request for the token budget: the image, prompt, tool, earlier turns.
+
+        Args:
+            image: the image sent (within Claude's limits).
+            messages: the conversation sent.
+
+        Returns:
+            ``w * h / 750`` plus about one token per 4 characters of text.
+        """
+        extra = 0
+        for message in messages[1:]:
+            for block in message.get("content") or ():
+                if isinstance(block, dict) and isinstance(block.get("text"), str):
+                    extra += len(block["text"])
+        return estimate_claude_input_tokens(image.width, image.height, self._fixed_chars + extra)
 
     def request_body(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None) -> dict[str, Any]:
         """The InvokeModel body (also a valid batch-inference ``modelInput``).
@@ -539,7 +658,14 @@ class BedrockDescriber(Describer):
         parsed: ParsedAnswer | None = None
         turns = 1 + self.corrective_turns
         for turn in range(turns):
-            answer = _invoke_json(self.client, self.model_id, self.request_body(messages, max_tokens=max_tokens), self.region)
+            answer = _invoke_json(
+                self.client,
+                self.model_id,
+                self.request_body(messages, max_tokens=max_tokens),
+                self.region,
+                gate=self.gate,
+                tokens=self.estimate_tokens(image, messages),
+            )
             usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
             input_tokens += _as_int(usage.get("input_tokens"))
             output_tokens += _as_int(usage.get("output_tokens"))
@@ -597,7 +723,11 @@ class BedrockDescriber(Describer):
                 }
             ],
         }
-        _check(lambda: _invoke_json(self.client, self.model_id, body, self.region), self.model_id, self.region)
+        _check(
+            lambda: _invoke_json(self.client, self.model_id, body, self.region, gate=self.gate, tokens=16),
+            self.model_id,
+            self.region,
+        )
 
 
 def _check(call: Any, model_id: str, region: str | None) -> None:
@@ -623,13 +753,16 @@ class BedrockEmbedder(Embedder):
 
     image_limits = TITAN_LIMITS
 
-    def __init__(self, client: Any, *, model_id: str = DEFAULT_TITAN_MODEL, dim: int = 1024):
+    def __init__(
+        self, client: Any, *, model_id: str = DEFAULT_TITAN_MODEL, dim: int = 1024, gate: ModelGate | None = None
+    ):
         """Create an embedder.
 
         Args:
             client: a ``bedrock-runtime`` client; shared, thread-safe.
             model_id: ``amazon.titan-embed-image-v1`` (or an id containing ``titan-embed-image``).
             dim: vector length, 256, 384 or 1024.
+            gate: rate and concurrency control for every call (default: none).
 
         Raises:
             ConfigError: unsupported model id or dimension.
@@ -642,10 +775,13 @@ class BedrockEmbedder(Embedder):
         self.model_id = model_id
         self.dim = int(dim)
         self.region = _region_of(client)
+        self.gate = gate
+        if gate is not None:
+            install_gate_hook(client)
 
     def _embed(self, body: dict[str, Any]) -> np.ndarray:
         body = {**body, "embeddingConfig": {"outputEmbeddingLength": self.dim}}
-        answer = _invoke_json(self.client, self.model_id, body, self.region)
+        answer = _invoke_json(self.client, self.model_id, body, self.region, gate=self.gate)
         embedding = answer.get("embedding")
         if not isinstance(embedding, list) or len(embedding) != self.dim:
             got = len(embedding) if isinstance(embedding, list) else type(embedding).__name__
@@ -711,14 +847,28 @@ class BedrockEmbedder(Embedder):
         _check(lambda: self.embed_text("access check"), self.model_id, self.region)
 
 
-def build_bedrock_providers(settings: Settings) -> tuple[BedrockDescriber, BedrockEmbedder]:
+def build_bedrock_providers(
+    settings: Settings,
+    *,
+    limiters: Mapping[str, RateLimiter] | None = None,
+    max_in_flight: int | None = None,
+) -> tuple[BedrockDescriber, BedrockEmbedder]:
     """Wire the Bedrock describer and embedder: one session, one client shared by both.
 
+    Each model gets a ``ModelGate`` from ``throttle.build_gates``: requests and tokens per
+    minute (``describer_rpm``, ``describer_tpm``, ``embedder_rpm``; local token buckets unless
+    ``limiters`` supplies shared ones) and, with ``adaptive_concurrency``, calls in flight that
+    back off on throttling. With none of those set, the gates only count.
+
     Args:
-        settings: the run's settings (models, prompt file, max tokens, AWS and retry options).
+        settings: the run's settings (models, prompt file, max tokens, AWS, retry and rate options).
+        limiters: rate limiters by name (``"describer-rpm"``, ``"describer-tpm"``,
+            ``"embedder-rpm"``), e.g. ``tasks.limits.ensure_rate_limits(settings)``, used instead
+            of local buckets.
+        max_in_flight: ceiling of calls in flight per model (default ``settings.concurrency``).
 
     Returns:
-        ``(describer, embedder)``.
+        ``(describer, embedder)``; their gates are ``describer.gate`` and ``embedder.gate``.
 
     Raises:
         ConfigError: unknown profile, no region, bad prompt file or model ids.
@@ -726,8 +876,15 @@ def build_bedrock_providers(settings: Settings) -> tuple[BedrockDescriber, Bedro
     session = make_session(profile=settings.aws_profile, region=settings.aws_region)
     client = bedrock_runtime_client(session, settings=settings)
     prompt = load_prompt(settings.prompt_file)
+    describer_gate, embedder_gate = build_gates(settings, limiters=limiters, max_in_flight=max_in_flight)
     describer = BedrockDescriber(
-        client, model_id=settings.describer_model_id, prompt=prompt, max_tokens=settings.max_output_tokens
+        client,
+        model_id=settings.describer_model_id,
+        prompt=prompt,
+        max_tokens=settings.max_output_tokens,
+        gate=describer_gate,
     )
-    embedder = BedrockEmbedder(client, model_id=settings.embedder_model_id, dim=settings.embedding_dim)
+    embedder = BedrockEmbedder(
+        client, model_id=settings.embedder_model_id, dim=settings.embedding_dim, gate=embedder_gate
+    )
     return describer, embedder

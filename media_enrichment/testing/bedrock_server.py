@@ -20,7 +20,9 @@ truncated or refused answers, a requests-per-minute quota) are injected from a s
 
 The server binds loopback only, stops itself after ``max_lifetime`` seconds, bounds request
 bodies, and its sleeps (latency, stalls) end as soon as it stops. Run it standalone with
-``python -m media_enrichment.testing.bedrock_server --port 8777``.
+``python -m media_enrichment.testing.bedrock_server --port 8777`` (``--help`` lists latency,
+fault and quota flags); a process driving it from outside reads its counters from
+``GET /_test/counters`` and clears them with ``POST /_test/reset``.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ TITAN_MAX_BASE64 = 25 * 1024 * 1024
 MAX_STALL_SECONDS = 60.0
 MAX_LATENCY_SECONDS = 30.0
 
+#: Test-only control routes (not Bedrock's): counters as JSON, and a reset of counters and quota.
+COUNTERS_PATH = "/_test/counters"
+RESET_PATH = "/_test/reset"
+
 _MODEL_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>[A-Za-z-]+)$")
 
 # ---------------------------------------------------------------------------------------------
@@ -138,6 +144,10 @@ class FaultPlan:
     faults_on_followups: bool = True
     #: Requests per minute allowed per model id (429 ThrottlingException beyond); None = no quota.
     rpm_quota: int | None = None
+    #: The quota is enforced over a sliding window of this many seconds, allowing
+    #: ``rpm_quota * quota_window_s / 60`` requests in it (60: per minute, as the service).
+    #: Benchmarks shorter than a minute use a few seconds, so the quota binds at its rate.
+    quota_window_s: float = 60.0
 
     def __post_init__(self) -> None:
         rates = [getattr(self, name) for name, *_ in _TRANSPORT_FAULTS] + [
@@ -155,6 +165,8 @@ class FaultPlan:
             raise ValueError("latency_jitter must be within 0..1")
         if self.rpm_quota is not None and self.rpm_quota < 1:
             raise ValueError("rpm_quota must be positive")
+        if not 0 < self.quota_window_s <= 3600:
+            raise ValueError("quota_window_s must be within (0, 3600]")
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)
 
@@ -212,6 +224,7 @@ class RequestRecord:
     dims: int | None = None  # Titan outputEmbeddingLength
     has_text: bool = False
     detail: str = ""
+    at: float = 0.0  # seconds since the server was created, when the request arrived
 
 
 class Counters:
@@ -502,6 +515,9 @@ def _base_model(model_id: str) -> str:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "BedrockTestServer/1.0"
+    # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm holds the
+    # body until the client's delayed ACK (~40 ms), which would add to every request's latency.
+    disable_nagle_algorithm = True
     timeout = 30  # idle keep-alive connections are closed after this
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -512,14 +528,25 @@ class _Handler(BaseHTTPRequestHandler):
         return self.server.app  # type: ignore[attr-defined]
 
     def do_GET(self) -> None:  # noqa: N802
-        if urlsplit(self.path).path == "/health":
+        url = urlsplit(self.path)
+        if url.path == "/health":
             self._send(200, {"status": "ok"})
+            return
+        if url.path == COUNTERS_PATH:  # for a benchmark driving a server in another process
+            self._send(200, self.app.counters_payload(with_log="log=1" in url.query))
             return
         self._send_error(ServiceError(404, "UnknownOperationException", "Unknown operation", "unknown_operation"))
 
     def do_POST(self) -> None:  # noqa: N802
         if self.app._stopping.is_set():  # stopped: drop kept-alive connections without answering
             self.close_connection = True
+            return
+        if urlsplit(self.path).path == RESET_PATH:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(min(length, 1 << 20))
+            self.app.reset()
+            self._send(200, {"reset": True})
             return
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.app.max_body_bytes:
@@ -596,6 +623,7 @@ class BedrockServer:
         max_lifetime: float = 900.0,
         max_body_bytes: int = 40 * 1024 * 1024,
         region: str = "us-east-1",
+        log_size: int = 10_000,
     ):
         """Create (not start) a server.
 
@@ -608,6 +636,7 @@ class BedrockServer:
             max_lifetime: seconds after which the server stops itself.
             max_body_bytes: larger requests are rejected.
             region: the region named in messages.
+            log_size: requests kept in ``counters.log`` (the most recent).
         """
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"BedrockServer binds loopback only, not {host!r}")
@@ -619,7 +648,8 @@ class BedrockServer:
         self.max_lifetime = max_lifetime
         self.max_body_bytes = max_body_bytes
         self.region = region
-        self.counters = Counters()
+        self.counters = Counters(log_size=log_size)
+        self.epoch = time.monotonic()
         self._facts = _FactsCache()
         self._stopping = threading.Event()
         self._quota_lock = threading.Lock()
@@ -690,12 +720,27 @@ class BedrockServer:
         if seconds > 0:
             self._stopping.wait(seconds)
 
+    def reset(self) -> None:
+        """Clear the counters and the quota windows (between benchmark runs)."""
+        self.counters.reset()
+        with self._quota_lock:
+            self._quota.clear()
+
+    def counters_payload(self, *, with_log: bool = False) -> dict[str, Any]:
+        """The counters' snapshot, and optionally the log as ``[model_id, outcome, at]`` rows."""
+        payload = self.counters.snapshot()
+        payload["now"] = round(time.monotonic() - self.epoch, 6)
+        if with_log:
+            with self.counters._lock:
+                payload["log"] = [[r.model_id, r.outcome, r.at] for r in self.counters.log]
+        return payload
+
     # -- request handling ------------------------------------------------------------------
 
     def handle_invoke(self, model_id: str, operation: str, raw_body: bytes) -> tuple[int, Any, dict[str, str]]:
         """Handle one request. Returns ``(status, payload or ServiceError, headers)``."""
         started = time.monotonic()
-        rec: dict[str, Any] = {"model_id": model_id}
+        rec: dict[str, Any] = {"model_id": model_id, "at": round(started - self.epoch, 6)}
         try:
             status, payload, headers, usage = self._invoke(model_id, operation, raw_body, rec)
         except ServiceError as error:
@@ -743,11 +788,13 @@ class BedrockServer:
         if not quota:
             return
         now = time.monotonic()
+        span = self.faults.quota_window_s
+        allowed = max(1, math.floor(quota * span / 60.0))
         with self._quota_lock:
             window = self._quota.setdefault(model_id, deque())
-            while window and now - window[0] >= 60.0:
+            while window and now - window[0] >= span:
                 window.popleft()
-            if len(window) >= quota:
+            if len(window) >= allowed:
                 raise ServiceError(429, "ThrottlingException", "Too many requests, please wait before trying again.", "quota")
             window.append(now)
 
@@ -1035,18 +1082,42 @@ class BedrockServer:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted (or ``--lifetime`` seconds)."""
-    parser = argparse.ArgumentParser(description="Bedrock-compatible test server on loopback")
+    parser = argparse.ArgumentParser(
+        description="Bedrock-compatible test server on loopback. Besides InvokeModel it serves "
+        f"GET {COUNTERS_PATH} (counters as JSON; ?log=1 adds [model, outcome, at] per request) "
+        f"and POST {RESET_PATH} (clears counters and quota windows)."
+    )
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=3600.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--throttle-rate", type=float, default=0.0)
+    parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
+    parser.add_argument("--unavailable-rate", type=float, default=0.0, help="share of requests answered 503")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request, every model")
-    parser.add_argument("--rpm-quota", type=int, default=None)
-    args = parser.parse_args(argv)
-    plan = FaultPlan(
-        seed=args.seed, throttle_rate=args.throttle_rate, latency={"*": args.latency}, rpm_quota=args.rpm_quota
+    parser.add_argument("--claude-latency", type=float, default=None, help="seconds per Claude request")
+    parser.add_argument("--titan-latency", type=float, default=None, help="seconds per Titan request")
+    parser.add_argument("--latency-jitter", type=float, default=0.0, help="latency varies by +/- this fraction")
+    parser.add_argument("--rpm-quota", type=int, default=None, help="requests per minute per model id")
+    parser.add_argument(
+        "--quota-window", type=float, default=60.0,
+        help="seconds of the sliding window the quota is enforced over (rpm * window / 60 requests in it)",
     )
-    server = BedrockServer(faults=plan, port=args.port, max_lifetime=args.lifetime).start()
+    parser.add_argument("--log-size", type=int, default=10_000, help="requests kept in the log")
+    args = parser.parse_args(argv)
+    latency = {"*": args.latency}
+    if args.claude_latency is not None:
+        latency["anthropic"] = args.claude_latency
+    if args.titan_latency is not None:
+        latency["titan"] = args.titan_latency
+    plan = FaultPlan(
+        seed=args.seed,
+        throttle_rate=args.throttle_rate,
+        unavailable_rate=args.unavailable_rate,
+        latency=latency,
+        latency_jitter=args.latency_jitter,
+        rpm_quota=args.rpm_quota,
+        quota_window_s=args.quota_window,
+    )
+    server = BedrockServer(faults=plan, port=args.port, max_lifetime=args.lifetime, log_size=args.log_size).start()
     print(f"AWS_ENDPOINT_URL_BEDROCK_RUNTIME={server.endpoint_url}", flush=True)
     try:
         while not server._stopping.wait(1.0):

@@ -1,0 +1,394 @@
+"""Pieces of the benchmarks: the server in its own process, generated images, the two methods.
+
+Nothing here is a test double of the library: the notebook's method and the pipeline both use
+the project's Bedrock provider classes over the real boto3 client, against
+``media_enrichment.testing.bedrock_server`` running in a separate process (so the client and
+the server do not share a GIL).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+TITAN = "amazon.titan-embed-image-v1"
+
+
+# ---------------------------------------------------------------------------------------------
+# The server, in another process
+# ---------------------------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``python -m media_enrichment.testing.bedrock_server`` with the given flags; a context manager."""
+
+    def __init__(self, **flags: Any):
+        self.flags = {"lifetime": 1800, "log-size": 50_000, **flags}
+        self.proc: subprocess.Popen[str] | None = None
+        self.endpoint = ""
+
+    def __enter__(self) -> ServerProcess:
+        args = [sys.executable, "-m", "media_enrichment.testing.bedrock_server", "--port", "0"]
+        for key, value in self.flags.items():
+            if value is not None:
+                args += [f"--{key}", str(value)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(30)
+        if not line or "=" not in line[0]:
+            self.proc.kill()
+            raise RuntimeError(f"the Bedrock test server did not start: {line!r}")
+        self.endpoint = line[0].strip().split("=", 1)[1]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    def counters(self, *, log: bool = False) -> dict[str, Any]:
+        url = f"{self.endpoint}/_test/counters" + ("?log=1" if log else "")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+
+    def reset(self) -> None:
+        request = urllib.request.Request(f"{self.endpoint}/_test/reset", data=b"", method="POST")
+        with urllib.request.urlopen(request, timeout=30):
+            pass
+
+    def env(self) -> dict[str, str]:
+        return aws_env(self.endpoint)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """Environment pointing boto3 at ``endpoint`` with fake credentials and no user config."""
+    return {
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def use_endpoint(endpoint: str) -> None:
+    """Point this process's boto3 at ``endpoint`` (and drop settings from the environment)."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MEDIA_ENRICH_")):
+            del os.environ[name]
+    os.environ.update(aws_env(endpoint))
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+
+def make_png(seed: int, size: int) -> bytes:
+    """A distinct, compressible PNG: a two-colour gradient with a few rectangles."""
+    rng = np.random.default_rng(seed)
+    c0, c1, c2 = rng.integers(0, 256, (3, 3)).astype(np.float32)
+    y = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None, None]
+    x = np.linspace(0.0, 1.0, size, dtype=np.float32)[None, :, None]
+    pixels = c0 * (1 - y) * (1 - x) + c1 * y + c2 * x * (1 - y)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, size - 8, 2)
+        w, h = rng.integers(4, max(5, size // 3), 2)
+        pixels[y0 : y0 + h, x0 : x0 + w] = rng.integers(0, 256, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB").save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def make_catalog(folder: Path, count: int, *, size: int, seed: int = 0) -> Path:
+    """Write ``count`` distinct PNGs and a manifest ``catalog.csv``; returns the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "catalog.csv"
+    if manifest.exists() and sum(1 for _ in manifest.open()) == count + 1:
+        return manifest  # already made by an earlier step of this run
+    with manifest.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["image_id", "path"])
+        for i in range(count):
+            name = f"img{i:06d}.png"
+            (folder / name).write_bytes(make_png(seed * 1_000_003 + i, size))
+            writer.writerow([name, name])
+    return manifest
+
+
+def manifest_paths(manifest: Path) -> list[str]:
+    with manifest.open() as f:
+        return [str(manifest.parent / row["path"]) for row in csv.DictReader(f)]
+
+
+def make_photo_jpegs(count: int, size: tuple[int, int] = (4000, 3000)) -> list[bytes]:
+    """12-megapixel photo-like JPEGs (quality 90) drawn by the sample catalogue's painters."""
+    import random
+
+    from media_enrichment import sample
+
+    painters = [sample._draw_landscape, sample._draw_city, sample._draw_sunset, sample._draw_abstract]
+    out = []
+    for i in range(count):
+        image = painters[i % len(painters)](random.Random(i), np.random.default_rng(i), size).convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Server-side measurements
+# ---------------------------------------------------------------------------------------------
+
+#: Outcomes of requests that did not count against the quota (refused by it).
+NOT_ADMITTED = {"quota"}
+
+
+def steady_rpm(times: Sequence[float], *, low: float = 0.25, high: float = 0.75) -> float | None:
+    """Requests per minute in the steady part of a run: between the arrival of its ``low`` and
+    ``high`` quantile requests (by default the middle half of them), which leaves out the opening
+    burst (at most one second of the rate after the access checks) and the tail of the last
+    chunks."""
+    times = sorted(times)
+    n = len(times)
+    if n < 400:  # a shorter run is mostly its opening burst and its tail
+        return None
+    i, j = int(n * low), int(n * high)
+    span = times[j] - times[i]
+    return (j - i) / span * 60.0 if span > 0 else None
+
+
+def server_summary(snapshot: dict[str, Any], *, quota: int | None, images: int) -> dict[str, Any]:
+    """Requests, outcomes, steady admitted rate per model, and the share of the quota reached."""
+    log = snapshot.get("log") or []
+    out: dict[str, Any] = {
+        "requests": snapshot["total"],
+        "outcomes": snapshot["outcomes"],
+        "extra_calls": snapshot["total"] - 2 * images,
+    }
+    for name, model in (("claude", CLAUDE), ("titan", TITAN)):
+        admitted = [at for m, outcome, at in log if m == model and outcome not in NOT_ADMITTED]
+        rpm = steady_rpm(admitted)
+        out[f"{name}_requests"] = sum(1 for m, _, _ in log if m == model)
+        out[f"{name}_quota_429"] = sum(1 for m, outcome, _ in log if m == model and outcome == "quota")
+        out[f"{name}_steady_rpm"] = round(rpm, 1) if rpm else None
+        out[f"{name}_quota_share"] = round(rpm / quota, 4) if rpm and quota else None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The two methods
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What one method did with one catalogue."""
+
+    method: str
+    images: int
+    seconds: float
+    ok: int
+    lost: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "images": self.images,
+            "seconds": round(self.seconds, 3),
+            "ok": self.ok,
+            "lost": self.lost,
+            **self.extra,
+        }
+
+
+def _settings(**values: Any):
+    from media_enrichment.config import Settings
+
+    base = dict(provider="bedrock", embedding_dim=1024, describer_model_id=CLAUDE, embedder_model_id=TITAN)
+    base.update(values)
+    return Settings(**base)
+
+
+def run_notebook(paths: Sequence[str], *, threads: int = 5) -> RunResult:
+    """The original notebook: ``ThreadPool(5)`` describes every image, then a loop embeds each.
+
+    Same provider classes and boto3 client configuration as the pipeline, no gates; an image
+    whose description or embedding raised is lost (the notebook printed the error and moved on).
+    """
+    from media_enrichment.aws import bedrock_runtime_client, make_session
+    from media_enrichment.catalog import read_bytes
+    from media_enrichment.errors import EnrichmentError
+    from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, prepare_image
+    from media_enrichment.providers.bedrock import BedrockDescriber, BedrockEmbedder
+
+    settings = _settings(concurrency=threads)
+    client = bedrock_runtime_client(make_session(profile=None, region=None), settings=settings)
+    describer = BedrockDescriber(client, model_id=CLAUDE)
+    embedder = BedrockEmbedder(client, model_id=TITAN, dim=settings.embedding_dim)
+
+    def describe(path: str) -> Any:
+        try:
+            return describer.describe(prepare_image(read_bytes(path), CLAUDE_LIMITS))
+        except EnrichmentError:
+            return None
+
+    started = time.perf_counter()
+    with ThreadPool(threads) as pool:
+        descriptions = pool.map(describe, paths)
+    described = time.perf_counter() - started
+    ok = 0
+    for path, description in zip(paths, descriptions):
+        try:
+            embedder.embed_image(prepare_image(read_bytes(path), TITAN_LIMITS))
+        except EnrichmentError:
+            continue
+        ok += description is not None
+    seconds = time.perf_counter() - started
+    return RunResult("notebook", len(paths), seconds, ok, len(paths) - ok, {"describe_phase_s": round(described, 3)})
+
+
+def run_windowed(chunks: Iterable[Any], work: Callable[[Any], Any], *, concurrency: int) -> list[Any]:
+    """Run ``work`` over ``chunks`` with at most ``concurrency`` in flight (as the flow's ``_run_chunks``)."""
+    results: list[Any] = []
+    queue = iter(chunks)
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        in_flight: set[Future[Any]] = set()
+
+        def fill() -> None:
+            for chunk in queue:
+                in_flight.add(pool.submit(work, chunk))
+                if len(in_flight) >= concurrency:
+                    return
+
+        fill()
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                in_flight.discard(future)
+                results.append(future.result())
+            fill()
+    return results
+
+
+def run_pipeline(
+    manifest: Path,
+    workdir: Path,
+    *,
+    concurrency: int,
+    chunk_size: int,
+    merge: bool = False,
+    on_enriched: Callable[[], None] | None = None,
+    **settings_values: Any,
+) -> tuple[RunResult, Any, Any]:
+    """This pipeline's path, as the flow wires it, driven by a thread pool of chunks.
+
+    load catalogue -> plan (hash) -> chunks -> ``ChunkEnricher.enrich`` + ``stage_chunk`` per
+    chunk (at most ``concurrency`` at once) -> optionally the streaming merge into Delta.
+
+    Returns:
+        The result, and the describer's and embedder's gates.
+    """
+    from media_enrichment.catalog import load_catalog, read_bytes
+    from media_enrichment.dataset import Dataset
+    from media_enrichment.pipeline import ChunkEnricher, ModelVersions, chunk_key, plan_work, split_chunks, stage_chunk
+    from media_enrichment.providers.bedrock import build_bedrock_providers
+
+    settings = _settings(concurrency=concurrency, chunk_size=chunk_size, dataset=str(workdir / "dataset"), **settings_values)
+    describer, embedder = build_bedrock_providers(settings)
+    versions = ModelVersions.of(describer, embedder)
+    store = Dataset(settings.dataset)
+    run_id = str(uuid.uuid4())
+
+    started = time.perf_counter()
+    catalog = load_catalog(manifest)
+    plan = plan_work(catalog, stored=store.fingerprints(), versions=versions, read=read_bytes, run_id=run_id)
+    total = plan.total
+    enricher = ChunkEnricher(
+        describer=describer, embedder=embedder, read=read_bytes, run_id=run_id, batch="bench",
+        transient_retries=settings.transient_retries, retry_delay_s=settings.retry_delay_s,
+    )
+    staging = store.staging_dir
+
+    def work(items: list[Any]) -> Any:
+        return stage_chunk(enricher.enrich(items), staging_dir=staging, key=chunk_key(items, versions))
+
+    chunks = split_chunks(plan.items, settings.chunk_size)
+    del plan, catalog
+    staged = run_windowed(chunks, work, concurrency=settings.concurrency)
+    enriched_s = time.perf_counter() - started
+    if on_enriched is not None:
+        on_enriched()
+    ok = sum(c.enriched for c in staged)
+    failed = sum(c.failed for c in staged)
+    extra: dict[str, Any] = {"chunks": len(chunks), "failed_rows": failed, "enrich_s": round(enriched_s, 3)}
+    if merge:
+        store.merge_assets_from_parquet([c.assets_path for c in staged], metadata={"run_id": run_id, "bench": "1"})
+        extra["merge_s"] = round(time.perf_counter() - started - enriched_s, 3)
+    seconds = time.perf_counter() - started
+    return RunResult("pipeline", total, seconds, ok, total - ok, extra), describer.gate, embedder.gate
+
+
+def run_flow(manifest: Path, workdir: Path, *, concurrency: int, chunk_size: int, **settings_values: Any) -> RunResult:
+    """The real ``flows.enrich.enrich_catalog`` flow (Prefect's temporary server, Delta merge).
+
+    Settings the flow has no parameter for (``describer_rpm``...) reach its ``Settings`` through
+    ``MEDIA_ENRICH_*`` environment variables. The wall-clock reported is the flow's own
+    ``duration_s`` (plan, access checks, chunk tasks, merge, report); starting the temporary
+    Prefect server is kept out of it and reported separately.
+    """
+    import inspect
+
+    for key, value in settings_values.items():
+        os.environ[f"MEDIA_ENRICH_{key.upper()}"] = str(value)
+    from flows.enrich import enrich_catalog
+
+    wanted = dict(
+        dataset=str(workdir / "dataset"), provider="bedrock", chunk_size=chunk_size, concurrency=concurrency,
+        embedding_dim=1024, **settings_values,
+    )
+    params = inspect.signature(enrich_catalog.fn).parameters
+    started = time.perf_counter()
+    summary = enrich_catalog(str(manifest), **{k: v for k, v in wanted.items() if k in params})
+    wall = time.perf_counter() - started
+    for key in settings_values:
+        os.environ.pop(f"MEDIA_ENRICH_{key.upper()}", None)
+    total = int(summary["catalog_rows"])
+    ok = int(summary["enriched"])
+    extra = {
+        "driver": "flow",
+        "chunks": summary.get("chunks"),
+        "failed_rows": summary.get("failed"),
+        "call_wall_s": round(wall, 3),
+        "access_checks": 2,
+    }
+    return RunResult("pipeline", total, float(summary["duration_s"]), ok, total - ok, extra)

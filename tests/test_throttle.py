@@ -1,0 +1,327 @@
+"""Rate control: token buckets on a fake clock, adaptive concurrency, gates on the real boto3 client."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from media_enrichment.config import Settings
+from media_enrichment.errors import RetryableProviderError
+from media_enrichment.images import CLAUDE_LIMITS, prepare_image
+from media_enrichment.providers.bedrock import BedrockDescriber, BedrockEmbedder, build_bedrock_providers
+from media_enrichment.aws import bedrock_runtime_client, make_session
+from media_enrichment.testing import BedrockServer, FaultPlan
+from media_enrichment.throttle import AdaptiveConcurrency, ModelGate, RateLimiter, TokenBucket, build_gates
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+class FakeClock:
+    """A clock whose sleep advances it: deterministic time for single-threaded tests."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# TokenBucket
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bucket_grants_at_the_rate_from_a_fresh_start():
+    clock = FakeClock()
+    bucket = TokenBucket(600, clock=clock, sleep=clock.sleep)  # 10 per second, burst 10
+    start = clock.now
+    grants = []
+    for _ in range(100):
+        bucket.acquire()
+        grants.append(clock.now - start)
+    # A fresh bucket is empty: the k-th unit is due at k/10 s, never earlier.
+    assert all(t >= (k + 1) / 10 - 1e-9 for k, t in enumerate(grants))
+    assert grants[-1] == pytest.approx(10.0)
+    # In any one-second window at most burst + rate * 1 s units.
+    times = np.array(grants)
+    assert max(np.sum((times >= t) & (times < t + 1.0)) for t in times) <= 20
+
+
+def test_bucket_burst_is_capped_after_idle_time():
+    clock = FakeClock()
+    bucket = TokenBucket(600, burst=5, clock=clock, sleep=clock.sleep)
+    clock.now += 50  # made long before its first use: still starts empty
+    assert bucket.acquire() == pytest.approx(0.1)
+    clock.now += 3600  # an hour idle: still only 5 in the bucket
+    slept = len(clock.slept)
+    for _ in range(5):
+        assert bucket.acquire() == 0.0
+    assert len(clock.slept) == slept
+    start = clock.now
+    assert bucket.acquire() == pytest.approx(0.1)
+    assert bucket.acquire() == pytest.approx(0.1)
+    assert clock.now - start == pytest.approx(0.2)
+
+
+def test_default_burst_is_one_second_of_the_rate_and_at_least_one():
+    assert TokenBucket(3000).capacity == 50
+    assert TokenBucket(6).capacity == 1
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_amounts_larger_than_the_bucket_wait_proportionally():
+    clock = FakeClock()
+    bucket = TokenBucket(60_000, burst=1000, initial=1000, clock=clock, sleep=clock.sleep)  # 1000 a second, full
+    assert bucket.acquire(5000) == pytest.approx(4.0)
+    assert bucket.acquire(500) == pytest.approx(0.5)  # queued behind the debt
+    assert bucket.granted == 5500
+
+
+def test_bucket_is_fair_and_exact_under_many_threads():
+    bucket = TokenBucket(6000)  # 100 per second, real clock
+    counts: dict[int, int] = {}
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def worker(i: int) -> None:
+        for _ in range(10):
+            bucket.acquire()
+            with lock:
+                counts[i] = counts.get(i, 0) + 1
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
+    elapsed = time.monotonic() - started
+    assert sum(counts.values()) == 80 and set(counts.values()) == {10}
+    assert bucket.granted == 80
+    assert elapsed >= 0.79  # 80 units at 100/s from an empty bucket: never faster than the rate
+
+
+# ---------------------------------------------------------------------------------------------
+# AdaptiveConcurrency
+# ---------------------------------------------------------------------------------------------
+
+
+def test_throttle_halves_the_limit_once_per_cooldown_and_successes_recover_it():
+    clock = FakeClock()
+    ac = AdaptiveConcurrency(16, cooldown_s=1.0, clock=clock)
+    assert ac.limit == 16
+    assert ac.on_throttle() is True and ac.limit == 8
+    assert ac.on_throttle() is False and ac.limit == 8  # same cooldown: one cut per burst of 429s
+    clock.now += 1.5
+    assert ac.on_throttle() is True and ac.limit == 4
+    clock.now += 1.5
+    for _ in range(3):
+        ac.on_throttle()
+        clock.now += 1.5
+    assert ac.limit == 1  # floor
+    # Additive increase: one more slot after `limit` successes.
+    steps = 0
+    while ac.limit < 16:
+        ac.on_success()
+        steps += 1
+    assert steps == sum(range(1, 16))
+    for _ in range(100):
+        ac.on_success()
+    assert ac.limit == 16  # never above the ceiling
+    assert ac.cuts == 4 and ac.lowest == 1
+
+
+def test_tolerance_ignores_sporadic_throttling_but_not_sustained_throttling():
+    clock = FakeClock()
+    ac = AdaptiveConcurrency(32, tolerance=0.15, window=50, clock=clock)
+    for i in range(1000):  # 4 % throttled, evenly spread
+        clock.now += 0.02
+        ac.on_throttle() if i % 25 == 0 else ac.on_success()
+    assert ac.limit == 32 and ac.cuts == 0
+    for _ in range(20):  # every call throttled
+        clock.now += 0.02
+        ac.on_throttle()
+    assert ac.limit == 16 and ac.cuts == 1
+
+
+def test_the_semaphore_blocks_at_the_limit():
+    ac = AdaptiveConcurrency(2, cooldown_s=0.0)
+    assert ac.acquire() and ac.acquire()
+    assert ac.acquire(timeout=0.05) is False
+    ac.release()
+    assert ac.acquire(timeout=0.05) is True
+    ac.on_throttle()  # limit 1 while 2 are in flight: both finish, nobody new gets in
+    ac.release()
+    assert ac.acquire(timeout=0.05) is False
+    ac.release()
+    assert ac.in_flight == 0 and ac.acquire(timeout=0.05) is True
+    ac.release()
+    with pytest.raises(RuntimeError):
+        ac.release()
+
+
+def test_gate_takes_slot_request_and_tokens_and_counts():
+    clock = FakeClock()
+    requests = TokenBucket(60, burst=1, initial=1, clock=clock, sleep=clock.sleep)
+    tokens = TokenBucket(6000, burst=100, initial=100, clock=clock, sleep=clock.sleep)
+    ac = AdaptiveConcurrency(4, clock=clock)
+    gate = ModelGate("describer", requests=requests, tokens=tokens, concurrency=ac, clock=clock)
+    with gate.call(tokens=100):
+        assert ac.in_flight == 1
+    assert ac.in_flight == 0 and clock.now == 100.0  # both budgets had enough
+    with gate.call(tokens=300):
+        pass
+    # One request a second and 100 tokens a second: the second call waited for both, in turn.
+    assert clock.slept == [pytest.approx(1.0), pytest.approx(2.0)]
+    gate.throttled()
+    gate.succeeded()
+    stats = gate.stats()
+    assert stats["calls"] == 2 and stats["throttles"] == 1 and stats["successes"] == 1
+    assert stats["tokens_requested"] == 400 and stats["waits"] == 1 and stats["limit"] == 2
+    assert isinstance(requests, RateLimiter)
+
+
+def test_build_gates_from_settings_and_injected_limiters():
+    class Recorder:
+        def __init__(self) -> None:
+            self.amounts: list[int] = []
+
+        def acquire(self, amount: int = 1) -> None:
+            self.amounts.append(amount)
+
+    settings = Settings(describer_rpm=120, describer_tpm=60_000, embedder_rpm=600, concurrency=8)
+    d, e = build_gates(settings)
+    assert d.requests.rate_per_minute == 120 and d.tokens.rate_per_minute == 60_000
+    assert e.requests.rate_per_minute == 600 and e.tokens is None
+    assert d.concurrency.max_in_flight == 8 and e.concurrency is not d.concurrency
+
+    shared = Recorder()
+    d, e = build_gates(settings, limiters={"describer-rpm": shared})
+    assert d.requests is shared and isinstance(d.tokens, TokenBucket)
+    with d.call(tokens=10):
+        pass
+    assert shared.amounts == [1]
+
+    d, e = build_gates(Settings(adaptive_concurrency=False))
+    assert (d.requests, d.tokens, d.concurrency, e.requests) == (None, None, None, None) and not d.active
+    with pytest.raises(ValueError):
+        build_gates(settings, limiters={"describer-rqm": shared})
+
+
+# ---------------------------------------------------------------------------------------------
+# Gates on the real boto3 client against the Bedrock-compatible server
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MEDIA_ENRICH_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
+def _images(n: int) -> list:
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), "RGB").save(buffer, format="PNG")
+        out.append(prepare_image(buffer.getvalue(), CLAUDE_LIMITS))
+    return out
+
+
+def _describe_all(describer: BedrockDescriber, images: list, threads: int = 8) -> int:
+    """Describe every image from ``threads`` threads; returns how many failed for good."""
+
+    def one(image) -> bool:
+        try:
+            describer.describe(image)
+            return True
+        except RetryableProviderError:
+            return False
+
+    with ThreadPoolExecutor(threads) as pool:
+        return sum(1 for ok in pool.map(one, images) if not ok)
+
+
+def _client(**overrides):
+    values = dict(provider="bedrock", bedrock_max_attempts=4, bedrock_read_timeout=10.0, concurrency=8)
+    values.update(overrides)
+    return bedrock_runtime_client(make_session(profile=None, region=None), settings=Settings(**values))
+
+
+def test_a_gate_just_under_the_quota_avoids_the_throttling_an_ungated_client_meets(aws_env):
+    # 1200 rpm enforced over a sliding 2 s window: at most 40 requests in any 2 seconds.
+    plan = FaultPlan(rpm_quota=1200, quota_window_s=2.0)
+    images = _images(60)
+    with BedrockServer(faults=plan, max_lifetime=120) as server:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
+
+        gate = ModelGate("describer", requests=TokenBucket(1080), concurrency=AdaptiveConcurrency(8))  # 90 %
+        lost = _describe_all(BedrockDescriber(_client(), model_id=CLAUDE, gate=gate), images)
+        gated = dict(server.counters.outcomes)
+        assert lost == 0 and gated.get("ok") == 60
+        assert gated.get("quota", 0) <= 1  # (almost) never throttled
+        assert gate.stats()["calls"] == 60 and gate.successes == 60
+
+        server.reset()
+        time.sleep(2.1)  # let the window empty
+        # Without the gate (and without botocore retries, to keep this short): over the quota.
+        lost = _describe_all(BedrockDescriber(_client(bedrock_max_attempts=1), model_id=CLAUDE), images)
+        ungated = dict(server.counters.outcomes)
+        assert ungated.get("quota", 0) >= 10 and lost == ungated["quota"]
+        assert ungated.get("ok", 0) + lost == 60
+
+
+def test_throttling_seen_through_the_botocore_hook_cuts_the_concurrency(aws_env):
+    plan = FaultPlan(rpm_quota=600, quota_window_s=1.0)  # 10 requests per sliding second
+    images = _images(30)
+    with BedrockServer(faults=plan, max_lifetime=120) as server:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
+        ac = AdaptiveConcurrency(8, cooldown_s=0.2)
+        gate = ModelGate("describer", concurrency=ac)
+        client = _client(bedrock_max_attempts=2)
+        describer = BedrockDescriber(client, model_id=CLAUDE, gate=gate)
+        embedder = BedrockEmbedder(client, model_id="amazon.titan-embed-image-v1", dim=256)  # same client, no gate
+        _describe_all(describer, images)
+        embedder.embed_text("no gate on this call")
+        quota_429s = server.counters.model_outcomes[(CLAUDE, "quota")]
+        assert quota_429s >= 5
+        # Every throttled attempt inside botocore's retries was seen, and only the describer's.
+        assert gate.throttles == quota_429s
+        assert gate.successes == server.counters.model_outcomes[(CLAUDE, "ok")]
+        assert ac.cuts >= 1 and ac.lowest < 8
+        assert gate.retries_charged >= quota_429s
+
+
+def test_build_bedrock_providers_gates_both_models_from_settings(aws_env):
+    with BedrockServer(max_lifetime=60) as server:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
+        settings = Settings(provider="bedrock", describer_rpm=6000, describer_tpm=1_000_000, embedder_rpm=6000, embedding_dim=256)
+        describer, embedder = build_bedrock_providers(settings)
+        assert describer.client is embedder.client
+        image = _images(1)[0]
+        describer.describe(image)
+        embedder.embed_image(image)
+        d, e = describer.gate.stats(), embedder.gate.stats()
+        assert d["calls"] == d["successes"] == 1 and e["calls"] == e["successes"] == 1
+        # Image tokens (32*24/750 -> 2) plus prompt and tool schema at ~4 characters a token.
+        assert d["tokens_requested"] == describer.estimate_tokens(image, [describer.image_message(image)]) > 2
+        assert d["rpm"] == 6000 and d["tpm"] == 1_000_000 and e["rpm"] == 6000
