@@ -20,6 +20,7 @@ from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ChunkEnricher, ModelVersions, StagedChunk, WorkItem, split_chunks
 from media_enrichment.providers import build_providers
 from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
+from tasks.limits import ensure_rate_limits
 from tasks.reporting import RunProgress, publish_report
 
 # The window of chunks in flight is bounded by the `concurrency` parameter; the pool only
@@ -80,7 +81,11 @@ def enrich_catalog(
     )
     run_id = str(flow_run.get_id() or uuid.uuid4())
 
-    describer, embedder = build_providers(settings)
+    limiters = None
+    if settings.provider == "bedrock" and settings.shared_rate_limits:
+        # Quotas shared by every run and worker on this Prefect server (created if missing).
+        limiters = ensure_rate_limits(settings)
+    describer, embedder = build_providers(settings, limiters=limiters)
     versions = ModelVersions.of(describer, embedder)
 
     s3 = s3_client(settings) if source.startswith("s3://") else None
@@ -148,6 +153,11 @@ def enrich_catalog(
             input_tokens=input_tokens, output_tokens=output_tokens, images=enriched,
             prices=load_prices(settings.price_file),
         ),
+        "rate_control": {
+            name: provider.gate.stats()
+            for name, provider in (("describer", describer), ("embedder", embedder))
+            if getattr(provider, "gate", None) is not None
+        },
         "duration_s": round(duration, 3),
         "images_per_s": round(enriched / duration, 2) if duration > 0 else None,
         **versions.as_metadata(),

@@ -119,3 +119,17 @@ def test_cli_run_with_bedrock_provider(bedrock, sample_manifest, tmp_path):
     rows = Dataset(str(tmp_path / "ds")).read_assets()
     assert len(rows) == 10 and set(rows["embedding_dim"]) == {256}
     assert bedrock.counters.requests[TITAN] >= 10
+
+
+def test_shared_rate_limits_are_created_and_used_by_the_flow(bedrock, monkeypatch, sample_manifest, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setenv("MEDIA_ENRICH_SHARED_RATE_LIMITS", "true")
+    monkeypatch.setenv("MEDIA_ENRICH_DESCRIBER_RPM", "6000")
+    summary = enrich_catalog(source=str(sample_manifest), dataset=str(tmp_path / "ds"), provider="bedrock", limit=6)
+    assert summary["enriched"] == 6
+    gate = summary["rate_control"]["describer"]
+    assert "PrefectRateLimiter" in gate["rpm"] and gate["calls"] >= 6
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(f"bedrock:us-east-1:{CLAUDE}:rpm")
+    assert limit.slot_decay_per_second == pytest.approx(100.0)
