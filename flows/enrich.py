@@ -131,7 +131,9 @@ def enrich_catalog(
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
         }
-        versions_written = merge_results(staged, dataset=store, plan_failures=plan.failures, metadata=metadata)
+        versions_written = merge_results(
+            staged, dataset=store, plan_failures=plan.failures, metadata=metadata, commit_rows=settings.commit_rows
+        )
 
     duration = time.perf_counter() - started
     summary = {

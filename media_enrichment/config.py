@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     )
     chunk_size: int = Field(16, ge=1, le=10_000, description="Images per Prefect task run.")
     concurrency: int = Field(4, ge=1, le=256, description="Chunk tasks running at once.")
+    commit_rows: int = Field(
+        4_000,
+        ge=1,
+        le=10_000_000,
+        description=(
+            "Rows per Delta commit: a run larger than this commits in parts, because delta-rs holds a "
+            "merge's rows in memory (about 30 KiB a row with 1024-d vectors, measured)."
+        ),
+    )
     embedding_dim: EmbeddingDim = Field(1024, description="Vector length: 256, 384 or 1024.")
     limit: int | None = Field(None, ge=1, description="Enrich at most this many catalogue rows.")
     force: bool = Field(False, description="Enrich every row again, even if already in the dataset.")

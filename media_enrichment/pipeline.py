@@ -425,6 +425,22 @@ def staged_image_ids(chunks: Sequence[StagedChunk]) -> list[str]:
     return [i for c in chunks for i in pq.read_table(c.assets_path, columns=["image_id"]).column(0).to_pylist()]
 
 
+def group_staged(chunks: Sequence[StagedChunk], *, max_rows: int) -> list[list[StagedChunk]]:
+    """Consecutive groups of staged chunks holding at most ``max_rows`` enriched rows each (a
+    chunk larger than that is a group of its own); chunks without rows are left out."""
+    groups: list[list[StagedChunk]] = []
+    rows = 0
+    for chunk in chunks:
+        if not chunk.enriched:
+            continue
+        if not groups or rows + chunk.enriched > max_rows:
+            groups.append([])
+            rows = 0
+        groups[-1].append(chunk)
+        rows += chunk.enriched
+    return groups
+
+
 def remove_staged(chunks: Sequence[StagedChunk]) -> None:
     """Delete staged files once their rows are committed."""
     for chunk in chunks:

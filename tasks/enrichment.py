@@ -24,6 +24,7 @@ from media_enrichment.pipeline import (
     chunk_key,
     failures_table,
     find_staged,
+    group_staged,
     plan_work,
     remove_staged,
     stage_chunk,
@@ -85,13 +86,23 @@ def enrich_chunk(items: list[WorkItem], *, enricher: ChunkEnricher, staging_dir:
 
 @task(name="merge-results", cache_policy=NO_CACHE)
 def merge_results(
-    staged: list[StagedChunk], *, dataset: Dataset, plan_failures: list[dict[str, Any]], metadata: dict[str, Any]
+    staged: list[StagedChunk],
+    *,
+    dataset: Dataset,
+    plan_failures: list[dict[str, Any]],
+    metadata: dict[str, Any],
+    commit_rows: int,
 ) -> dict[str, int | None]:
-    """Merge the staged chunks into the assets table in one commit; record failures."""
+    """Merge the staged chunks into the assets table (one commit per commit_rows rows); record failures."""
     failures = pa.concat_tables([staged_failures(staged), failures_table(plan_failures)])
     enriched_ids = staged_image_ids(staged)
     counts = {**metadata, "enriched": len(enriched_ids), "failed": failures.num_rows}
-    assets_version = dataset.merge_assets_from_parquet([c.assets_path for c in staged], metadata=counts)
+    groups = group_staged(staged, max_rows=commit_rows)
+    assets_version = None
+    for part, group in enumerate(groups, start=1):
+        part_metadata = {**counts, "part": f"{part}/{len(groups)}"} if len(groups) > 1 else counts
+        assets_version = dataset.merge_assets_from_parquet([c.assets_path for c in group], metadata=part_metadata)
+        remove_staged(group)  # committed: a run resumed after a crash does not merge them again
     failures_version = dataset.record_failures(failures, resolved_ids=enriched_ids, metadata=counts)
     remove_staged(staged)
     return {"assets_version": assets_version, "failures_version": failures_version}

@@ -111,3 +111,15 @@ def test_rollback_compact_and_vacuum(tmp_path):
     with pytest.raises(DatasetError, match="(?i)retention"):
         ds.vacuum(retention_hours=0, dry_run=False)
     assert sorted(ds.read_assets()["image_id"]) == before
+
+
+def test_group_staged_bounds_rows_per_commit():
+    from media_enrichment.pipeline import StagedChunk, group_staged
+
+    def chunk(key, rows):
+        return StagedChunk(key=key, assets_path="", failures_path="", enriched=rows, failed=0, input_tokens=0, output_tokens=0)
+
+    chunks = [chunk("a", 3), chunk("b", 0), chunk("c", 2), chunk("d", 4), chunk("e", 9), chunk("f", 1)]
+    groups = [[c.key for c in g] for g in group_staged(chunks, max_rows=5)]
+    assert groups == [["a", "c"], ["d"], ["e"], ["f"]]
+    assert group_staged(chunks, max_rows=100)[0][-1].key == "f"

@@ -120,3 +120,15 @@ def test_bad_images_become_failures_and_are_retried(tmp_path):
     fixed = enrich_catalog(source=str(manifest), dataset=dataset)
     assert fixed["enriched"] == 1 and fixed["given_up"] == 1
     assert list(store.read_failures()["image_id"]) == ["empty"]
+
+
+def test_large_runs_commit_in_bounded_parts(sample_manifest, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDIA_ENRICH_COMMIT_ROWS", "4")
+    dataset = str(tmp_path / "ds")
+    summary = enrich_catalog(source=str(sample_manifest), dataset=dataset, chunk_size=2, limit=12, embedding_dim=256)
+    store = Dataset(dataset)
+    assert summary["enriched"] == 12 and summary["assets_version"] == 2
+    assert [h["part"] for h in reversed(store.history())] == ["1/3", "2/3", "3/3"]
+    assert {h["run_id"] for h in store.history()} == {summary["run_id"]}
+    rows = store.read_assets()
+    assert len(rows) == 12 and rows["image_id"].is_unique
