@@ -14,6 +14,22 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Fake credentials, a fixed region, and no user AWS config leaking into the test."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MEDIA_ENRICH_")):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return monkeypatch
+
+
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
     """A temporary Prefect server and database for every flow test of the session."""
