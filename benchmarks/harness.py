@@ -320,7 +320,15 @@ def run_pipeline(
     """
     from media_enrichment.catalog import load_catalog, read_bytes
     from media_enrichment.dataset import Dataset
-    from media_enrichment.pipeline import ChunkEnricher, ModelVersions, chunk_key, plan_work, split_chunks, stage_chunk
+    from media_enrichment.pipeline import (
+        ChunkEnricher,
+        ModelVersions,
+        chunk_key,
+        group_staged,
+        plan_work,
+        split_chunks,
+        stage_chunk,
+    )
     from media_enrichment.providers.bedrock import build_bedrock_providers
 
     settings = _settings(concurrency=concurrency, chunk_size=chunk_size, dataset=str(workdir / "dataset"), **settings_values)
@@ -351,8 +359,9 @@ def run_pipeline(
     ok = sum(c.enriched for c in staged)
     failed = sum(c.failed for c in staged)
     extra: dict[str, Any] = {"chunks": len(chunks), "failed_rows": failed, "enrich_s": round(enriched_s, 3)}
-    if merge:
-        store.merge_assets_from_parquet([c.assets_path for c in staged], metadata={"run_id": run_id, "bench": "1"})
+    if merge:  # as the flow's merge-results task does: commits of at most commit_rows rows
+        for group in group_staged(staged, max_rows=settings.commit_rows):
+            store.merge_assets_from_parquet([c.assets_path for c in group], metadata={"run_id": run_id, "bench": "1"})
         extra["merge_s"] = round(time.perf_counter() - started - enriched_s, 3)
     seconds = time.perf_counter() - started
     return RunResult("pipeline", total, seconds, ok, total - ok, extra), describer.gate, embedder.gate
