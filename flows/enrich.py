@@ -19,6 +19,7 @@ from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ChunkEnricher, ModelVersions, StagedChunk, WorkItem, split_chunks
 from media_enrichment.providers import build_providers
+from tasks.aws import aws_session_from_block
 from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
 from tasks.limits import ensure_rate_limits
 from tasks.reporting import RunProgress, publish_report
@@ -85,10 +86,11 @@ def enrich_catalog(
     if settings.provider == "bedrock" and settings.shared_rate_limits:
         # Quotas shared by every run and worker on this Prefect server (created if missing).
         limiters = ensure_rate_limits(settings)
-    describer, embedder = build_providers(settings, limiters=limiters)
+    session = aws_session_from_block(settings.aws_credentials_block) if settings.aws_credentials_block else None
+    describer, embedder = build_providers(settings, limiters=limiters, session=session)
     versions = ModelVersions.of(describer, embedder)
 
-    s3 = s3_client(settings) if source.startswith("s3://") else None
+    s3 = s3_client(settings, session=session) if source.startswith("s3://") else None
     read = partial(read_bytes, s3_client=s3)
     store = Dataset(settings.dataset)
 

@@ -115,7 +115,8 @@ def bedrock_runtime_client(session: boto3.Session, *, settings: Settings) -> Any
     return client
 
 
-def s3_client(settings: Settings) -> Any:
+def s3_client(settings: Settings, *, session: boto3.Session | None = None) -> Any:
     """An S3 client from the run's session (endpoint from boto3's configuration, e.g.
     ``AWS_ENDPOINT_URL_S3``)."""
-    return make_session(profile=settings.aws_profile, region=settings.aws_region).client("s3")
+    session = session or make_session(profile=settings.aws_profile, region=settings.aws_region)
+    return session.client("s3")

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         description="Enforce the rpm/tpm limits across runs and workers with Prefect global concurrency limits.",
     )
 
+    aws_credentials_block: str | None = Field(
+        None,
+        description="Name of a prefect-aws AwsCredentials block to take credentials and region from (flows only).",
+    )
     aws_region: str | None = Field(None, description="AWS region (default: boto3's own chain).")
     aws_profile: str | None = Field(None, description="AWS named profile (default: boto3's own chain).")
     bedrock_retry_mode: Literal["legacy", "standard", "adaptive"] = Field(

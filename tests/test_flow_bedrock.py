@@ -133,3 +133,23 @@ def test_shared_rate_limits_are_created_and_used_by_the_flow(bedrock, monkeypatc
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(f"bedrock:us-east-1:{CLAUDE}:rpm")
     assert limit.slot_decay_per_second == pytest.approx(100.0)
+
+
+def test_credentials_and_region_from_an_aws_credentials_block(aws_env, sample_manifest, tmp_path):
+    """The session of a prefect-aws AwsCredentials block signs the requests (key and region)."""
+    from prefect_aws import AwsCredentials
+
+    from media_enrichment.errors import ConfigError
+
+    AwsCredentials(
+        aws_access_key_id="AKIDFROMBLOCK", aws_secret_access_key="block-secret", region_name="eu-west-3"
+    ).save("media-enrichment-test", overwrite=True)
+    with BedrockServer() as server:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
+        aws_env.setenv("MEDIA_ENRICH_AWS_CREDENTIALS_BLOCK", "media-enrichment-test")
+        summary = enrich_catalog(source=str(sample_manifest), dataset=str(tmp_path / "ds"), provider="bedrock", limit=3)
+        assert summary["enriched"] == 3
+        assert set(server.counters.credentials) == {"AKIDFROMBLOCK/eu-west-3"}
+        aws_env.setenv("MEDIA_ENRICH_AWS_CREDENTIALS_BLOCK", "no-such-block")
+        with pytest.raises(ConfigError, match="no-such-block"):
+            enrich_catalog(source=str(sample_manifest), dataset=str(tmp_path / "ds2"), provider="bedrock", limit=1)

@@ -12,7 +12,7 @@ __all__ = ["Describer", "Description", "Embedder", "build_providers"]
 
 
 def build_providers(
-    settings: Settings, *, limiters: Mapping[str, Any] | None = None
+    settings: Settings, *, limiters: Mapping[str, Any] | None = None, session: Any = None
 ) -> tuple[Describer, Embedder]:
     """Build the describer and embedder a run uses (one client shared by both for Bedrock).
 
@@ -21,6 +21,7 @@ def build_providers(
         limiters: for Bedrock, rate limiters shared across runs and workers by name
             (``tasks.limits.ensure_rate_limits(settings)``), used instead of local token buckets;
             ignored by the local provider.
+        session: for Bedrock, the boto3 session to use (default: the standard credential chain).
 
     Returns:
         ``(describer, embedder)``.
@@ -31,4 +32,4 @@ def build_providers(
         return LocalDescriber(), LocalEmbedder(dim=settings.embedding_dim)
     from media_enrichment.providers.bedrock import build_bedrock_providers
 
-    return build_bedrock_providers(settings, limiters=limiters)
+    return build_bedrock_providers(settings, limiters=limiters, session=session)

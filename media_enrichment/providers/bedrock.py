@@ -852,6 +852,7 @@ def build_bedrock_providers(
     *,
     limiters: Mapping[str, RateLimiter] | None = None,
     max_in_flight: int | None = None,
+    session: Any = None,
 ) -> tuple[BedrockDescriber, BedrockEmbedder]:
     """Wire the Bedrock describer and embedder: one session, one client shared by both.
 
@@ -866,6 +867,8 @@ def build_bedrock_providers(
             ``"embedder-rpm"``), e.g. ``tasks.limits.ensure_rate_limits(settings)``, used instead
             of local buckets.
         max_in_flight: ceiling of calls in flight per model (default ``settings.concurrency``).
+        session: a boto3 session to use (e.g. from a prefect-aws ``AwsCredentials`` block);
+            default: one from the standard credential chain, ``aws_profile`` and ``aws_region``.
 
     Returns:
         ``(describer, embedder)``; their gates are ``describer.gate`` and ``embedder.gate``.
@@ -873,7 +876,8 @@ def build_bedrock_providers(
     Raises:
         ConfigError: unknown profile, no region, bad prompt file or model ids.
     """
-    session = make_session(profile=settings.aws_profile, region=settings.aws_region)
+    if session is None:
+        session = make_session(profile=settings.aws_profile, region=settings.aws_region)
     client = bedrock_runtime_client(session, settings=settings)
     prompt = load_prompt(settings.prompt_file)
     describer_gate, embedder_gate = build_gates(settings, limiters=limiters, max_in_flight=max_in_flight)

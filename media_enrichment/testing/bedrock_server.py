@@ -95,6 +95,7 @@ COUNTERS_PATH = "/_test/counters"
 RESET_PATH = "/_test/reset"
 
 _MODEL_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>[A-Za-z-]+)$")
+_CREDENTIAL = re.compile(r"Credential=(?P<key>[^/,\s]+)/\d{8}/(?P<region>[^/,\s]+)/")
 
 # ---------------------------------------------------------------------------------------------
 # Faults and counters
@@ -225,6 +226,7 @@ class RequestRecord:
     has_text: bool = False
     detail: str = ""
     at: float = 0.0  # seconds since the server was created, when the request arrived
+    credential: str = ""  # "<access key id>/<region>" from the SigV4 Authorization header
 
 
 class Counters:
@@ -242,6 +244,7 @@ class Counters:
         self.model_images: Counter[tuple[str, str]] = Counter()  # requests per (model id, image sha256)
         self.billed_images: Counter[tuple[str, str]] = Counter()  # answered (billed) requests per (model, image)
         self.media_types: Counter[str] = Counter()
+        self.credentials: Counter[str] = Counter()  # requests per "<access key id>/<region>"
         self.details: Counter[str] = Counter()  # e.g. malformed variants
         self.input_tokens = 0
         self.output_tokens = 0
@@ -257,6 +260,8 @@ class Counters:
                 self.model_images[(rec.model_id, digest)] += 1
                 if rec.outcome in self.BILLED:
                     self.billed_images[(rec.model_id, digest)] += 1
+            if rec.credential:
+                self.credentials[rec.credential] += 1
             for media_type in rec.media_types:
                 self.media_types[media_type] += 1
             if rec.detail:
@@ -298,6 +303,7 @@ class Counters:
                 self.model_images,
                 self.billed_images,
                 self.media_types,
+                self.credentials,
                 self.details,
             ):
                 counter.clear()
@@ -560,7 +566,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         model_id = unquote(match.group("model"))
         operation = match.group("op")
-        status, payload, headers = self.app.handle_invoke(model_id, operation, body)
+        scope = _CREDENTIAL.search(self.headers.get("Authorization") or "")
+        credential = f"{scope.group('key')}/{scope.group('region')}" if scope else ""
+        status, payload, headers = self.app.handle_invoke(model_id, operation, body, credential=credential)
         if status >= 400:
             self._send_error(payload)
         else:
@@ -737,10 +745,12 @@ class BedrockServer:
 
     # -- request handling ------------------------------------------------------------------
 
-    def handle_invoke(self, model_id: str, operation: str, raw_body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def handle_invoke(
+        self, model_id: str, operation: str, raw_body: bytes, *, credential: str = ""
+    ) -> tuple[int, Any, dict[str, str]]:
         """Handle one request. Returns ``(status, payload or ServiceError, headers)``."""
         started = time.monotonic()
-        rec: dict[str, Any] = {"model_id": model_id, "at": round(started - self.epoch, 6)}
+        rec: dict[str, Any] = {"model_id": model_id, "at": round(started - self.epoch, 6), "credential": credential}
         try:
             status, payload, headers, usage = self._invoke(model_id, operation, raw_body, rec)
         except ServiceError as error:
