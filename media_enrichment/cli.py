@@ -367,8 +367,6 @@ def estimate(
     limit: Annotated[Optional[int], typer.Option(min=1, help="Only the first N rows.")] = None,
 ) -> None:
     """Estimate the image tokens and cost of enriching a catalogue with Bedrock, calling no model."""
-    import json as _json
-
     from media_enrichment.aws import s3_client
     from media_enrichment.catalog import read_bytes
     from media_enrichment.config import Settings
@@ -386,7 +384,7 @@ def estimate(
             read=lambda uri: read_bytes(uri, s3_client=client),
             enrichment_model=settings.describer_model_id,
             embedding_model=settings.embedder_model_id,
-            prompt_tokens_per_image=text_tokens(template.text) + text_tokens(_json.dumps(METADATA_TOOL)),
+            prompt_tokens_per_image=text_tokens(template.text) + text_tokens(json.dumps(METADATA_TOOL)),
             output_tokens_per_image=output_tokens,
             prices=load_prices(prices or settings.price_file),
         )

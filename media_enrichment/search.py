@@ -132,12 +132,15 @@ class VectorIndex:
         return cls(ids, vectors, embedding_model=embedding_model, titles=titles, tags=tags, keywords=keywords)
 
     @classmethod
-    def from_dataset(cls, dataset: Dataset, *, version: int | None = None) -> VectorIndex:
+    def from_dataset(
+        cls, dataset: Dataset, *, version: int | None = None, image_ids: Sequence[str] | None = None
+    ) -> VectorIndex:
         """Load the assets table's vectors and metadata.
 
         Args:
             dataset: the dataset handle.
             version: a table version (time travel); the latest when None.
+            image_ids: load only these rows (the scan is filtered, not the loaded table).
 
         Returns:
             The index.
@@ -146,7 +149,8 @@ class VectorIndex:
             DatasetError: no assets table, no rows, vectors from more than one model or of more
                 than one size, vectors whose length differs from their ``embedding_dim``.
         """
-        table = dataset.assets_table(version=version).to_pyarrow_table(columns=INDEX_COLUMNS)
+        filters = None if image_ids is None else [("image_id", "in", list(image_ids))]
+        table = dataset.assets_table(version=version).to_pyarrow_table(columns=INDEX_COLUMNS, filters=filters)
         where = f"{dataset.root}" + (f" (version {version})" if version is not None else "")
         if table.num_rows == 0:
             raise DatasetError(f"the dataset at {where} has no images to search: run an enrichment first")

@@ -25,6 +25,9 @@ from media_enrichment.search import VectorIndex
 
 logger = logging.getLogger(__name__)
 
+#: Images drawn in a run's heatmap (the first by image_id), as the original notebook showed.
+HEATMAP_IMAGES = 60
+
 
 class RunProgress:
     """Progress of a run: the CLI's bar (through progress events) and a Prefect progress artifact."""
@@ -72,9 +75,12 @@ def publish_report(summary: dict[str, Any], *, dataset: Dataset, heatmap: bool =
     return heatmap_uri
 
 
-def _draw_heatmap(dataset: Dataset, path: Path) -> str | None:
+def _draw_heatmap(dataset: Dataset, path: Path, *, max_images: int = HEATMAP_IMAGES) -> str | None:
+    # Only the vectors the heatmap shows are loaded: the table may hold millions of rows.
+    ids = sorted(dataset.read_assets(columns=["image_id"])["image_id"])[:max_images]
     try:
-        path = similarity_heatmap(VectorIndex.from_dataset(dataset), path)
+        index = VectorIndex.from_dataset(dataset, image_ids=ids)
+        path = similarity_heatmap(index, path, max_images=max_images)
     except EnrichmentError as exc:  # e.g. a dataset mixing embedding models
         logger.warning("No similarity heatmap: %s", exc)
         return None

@@ -208,3 +208,9 @@ def test_cli_errors_exit_1_with_a_message(enriched, tmp_path):
     assert result.exit_code == 1 and "not be comparable" in result.output
     result = _cli("search", "--dataset", enriched.root)
     assert result.exit_code == 1 and "either a query text or --image" in result.output
+
+
+def test_index_of_chosen_rows_only(enriched):
+    ids = ["city-01", "poster-01", "sunset-01"]
+    index = VectorIndex.from_dataset(enriched, image_ids=ids)
+    assert sorted(index.ids.tolist()) == ids
