@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from media_enrichment.config import Settings
@@ -149,8 +150,16 @@ class VectorIndex:
             DatasetError: no assets table, no rows, vectors from more than one model or of more
                 than one size, vectors whose length differs from their ``embedding_dim``.
         """
-        filters = None if image_ids is None else [("image_id", "in", list(image_ids))]
-        table = dataset.assets_table(version=version).to_pyarrow_table(columns=INDEX_COLUMNS, filters=filters)
+        delta = dataset.assets_table(version=version)
+        if image_ids is None:
+            table = delta.to_pyarrow_table(columns=INDEX_COLUMNS)
+        else:  # batch by batch, so that memory holds only the chosen rows
+            wanted = pa.array(list(image_ids), pa.string())
+            kept = [
+                batch.filter(pc.is_in(batch.column("image_id"), value_set=wanted.cast(batch.schema.field("image_id").type)))
+                for batch in delta.to_pyarrow_dataset().to_batches(columns=INDEX_COLUMNS)
+            ]
+            table = pa.Table.from_batches(kept) if kept else delta.to_pyarrow_table(columns=INDEX_COLUMNS).slice(0, 0)
         where = f"{dataset.root}" + (f" (version {version})" if version is not None else "")
         if table.num_rows == 0:
             raise DatasetError(f"the dataset at {where} has no images to search: run an enrichment first")

@@ -210,7 +210,17 @@ def test_cli_errors_exit_1_with_a_message(enriched, tmp_path):
     assert result.exit_code == 1 and "either a query text or --image" in result.output
 
 
-def test_index_of_chosen_rows_only(enriched):
+def test_index_of_chosen_rows_only(enriched, tmp_path):
     ids = ["city-01", "poster-01", "sunset-01"]
     index = VectorIndex.from_dataset(enriched, image_ids=ids)
     assert sorted(index.ids.tolist()) == ids
+    # A table of several files (one per commit) is filtered the same way.
+    import pyarrow as pa
+
+    from media_enrichment.dataset import Dataset
+
+    copy = Dataset(tmp_path / "copy")
+    rows = pa.Table.from_pandas(enriched.read_assets(), preserve_index=False)
+    for start in range(0, rows.num_rows, 10):
+        copy.merge_assets(rows.slice(start, 10), metadata={})
+    assert sorted(VectorIndex.from_dataset(copy, image_ids=ids).ids.tolist()) == ids
