@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--merge", action="store_true", help="also run the streaming merge into Delta")
     args = parser.parse_args(argv)
 
+    import media_enrichment  # first: it sets delta-rs's allocator options (see its docstring)
     from benchmarks.harness import run_pipeline, use_endpoint
 
     use_endpoint(args.endpoint)
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         "concurrency": args.concurrency,
         "chunk_size": args.chunk_size,
         "merge": args.merge,
+        "jemalloc_conf": os.environ.get(media_enrichment.JEMALLOC_CONF_VAR),
     }
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")

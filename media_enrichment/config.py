@@ -31,12 +31,13 @@ class Settings(BaseSettings):
     chunk_size: int = Field(16, ge=1, le=10_000, description="Images per Prefect task run.")
     concurrency: int = Field(4, ge=1, le=256, description="Chunk tasks running at once.")
     commit_rows: int = Field(
-        4_000,
+        2_000,
         ge=1,
         le=10_000_000,
         description=(
-            "Rows per Delta commit: a run larger than this commits in parts, because delta-rs holds a "
-            "merge's rows in memory (about 30 KiB a row with 1024-d vectors, measured)."
+            "Rows per Delta commit: a run larger than this commits in parts, because delta-rs's writer "
+            "needs about 40 KiB a row at its peak with 1024-d vectors (measured), so a commit's size "
+            "bounds the run's memory."
         ),
     )
     embedding_dim: EmbeddingDim = Field(1024, description="Vector length: 256, 384 or 1024.")

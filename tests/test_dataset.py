@@ -90,6 +90,43 @@ def test_concurrent_merges_both_commit(tmp_path):
     assert ds.version() == 6
 
 
+def test_concurrent_writers_of_the_same_new_images_leave_one_row_each(tmp_path):
+    """Two runs enriching the same new images at once: the commit that loses the race is retried
+    on the new version and replaces the winner's rows instead of adding a second copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    Dataset(tmp_path / "ds").merge_assets(assets_table([_row("seed", "S")]), metadata={})
+
+    def write(run: str) -> int:
+        rows = assets_table([_row(f"same-{i}", run, run) for i in range(40)])
+        return Dataset(tmp_path / "ds").merge_assets(rows, metadata={"run_id": run})
+
+    for round_ in range(3):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            versions = list(pool.map(write, [f"a{round_}", f"b{round_}"]))
+        assert len(set(versions)) == 2
+    rows = Dataset(tmp_path / "ds").read_assets()
+    assert len(rows) == 41 and rows["image_id"].is_unique
+    assert rows.loc[rows.image_id != "seed", "run_id"].nunique() == 1, "each image's row comes from one commit"
+
+
+def test_ids_that_need_quoting_are_upserted(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    odd = ["it's", "back\\slash", "a''b", "ünï/côdé.jpg", "semi;colon) OR 1=1", "new\nline", "%_"]
+    ds.merge_assets(assets_table([_row(i, "old") for i in odd] + [_row("keep", "K")]), metadata={})
+    ds.merge_assets(assets_table([_row(i, "new") for i in odd]), metadata={})
+    rows = ds.read_assets().set_index("image_id")["title"].to_dict()
+    assert rows == {**{i: "new" for i in odd}, "keep": "K"}
+
+
+def test_repeated_image_ids_in_one_commit_are_refused(tmp_path):
+    ds = Dataset(tmp_path / "ds")
+    ds.merge_assets(assets_table([_row("a", "A")]), metadata={})
+    with pytest.raises(DatasetError, match="repeated"):
+        ds.merge_assets(assets_table([_row("b", "B"), _row("b", "B2")]), metadata={})
+    assert ds.version() == 0 and list(ds.read_assets()["image_id"]) == ["a"]
+
+
 def test_rollback_compact_and_vacuum(tmp_path):
     ds = Dataset(tmp_path / "ds")
     for i in range(3):
@@ -123,3 +160,24 @@ def test_group_staged_bounds_rows_per_commit():
     groups = [[c.key for c in g] for g in group_staged(chunks, max_rows=5)]
     assert groups == [["a", "c"], ["d"], ["e"], ["f"]]
     assert group_staged(chunks, max_rows=100)[0][-1].key == "f"
+
+
+@pytest.mark.parametrize("preset", [None, "narenas:2"])
+def test_importing_the_library_sets_delta_rs_allocator_options_unless_the_user_did(preset):
+    """delta-rs reads _RJEM_MALLOC_CONF once, when its library loads: importing media_enrichment
+    (before deltalake) sets it, and keeps a value the user set."""
+    import os
+    import subprocess
+    import sys
+
+    import media_enrichment
+
+    env = {k: v for k, v in os.environ.items() if k != media_enrichment.JEMALLOC_CONF_VAR}
+    if preset is not None:
+        env[media_enrichment.JEMALLOC_CONF_VAR] = preset
+    code = (
+        "import os, media_enrichment.dataset; "
+        f"print(os.environ.get({media_enrichment.JEMALLOC_CONF_VAR!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == (preset or media_enrichment.JEMALLOC_CONF)
