@@ -1,27 +1,25 @@
-"""The enrichment flow: catalogue -> chunks of retrying tasks -> one MERGE into Delta."""
+"""The enrichment flow: catalogue -> chunks of retrying tasks -> upserts into Delta."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 import uuid
-from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from media_enrichment.aws import s3_client
-from media_enrichment.catalog import read_bytes
 from media_enrichment.config import EmbeddingDim, ProviderName, Settings
 from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
-from media_enrichment.pipeline import ChunkEnricher, ModelVersions, StagedChunk, WorkItem, split_chunks
-from media_enrichment.providers import build_providers
-from tasks.aws import aws_session_from_block
+from media_enrichment.pipeline import ModelVersions, StagedChunk, WorkItem, split_chunks
+from tasks.chunk_job import ChunkJob, release_services, services_for
 from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
-from tasks.limits import ensure_rate_limits
 from tasks.reporting import RunProgress, publish_report
 
 # The window of chunks in flight is bounded by the `concurrency` parameter; the pool only
@@ -53,6 +51,29 @@ def _run_chunks(
     return staged
 
 
+def task_runner_for(settings: Settings) -> TaskRunner:
+    """The task runner the settings ask for: threads in this process (the default), or Dask.
+
+    Dask runs the chunk tasks in worker processes: those of the cluster at ``dask_address``,
+    or of a local cluster of ``dask_workers`` processes started for the run, with enough
+    threads between them for ``concurrency`` chunks at once.
+    """
+    if settings.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=_MAX_THREADS)
+    from prefect_dask import DaskTaskRunner
+
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "threads_per_worker": max(1, math.ceil(settings.concurrency / settings.dask_workers)),
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )
+
+
 @flow(name="enrich-catalog", task_runner=ThreadPoolTaskRunner(max_workers=_MAX_THREADS))
 def enrich_catalog(
     source: str,
@@ -67,7 +88,6 @@ def enrich_catalog(
     retry_failures: bool = False,
 ) -> dict[str, Any]:
     """Enrich a catalogue of images (describe, embed) and merge it into the Delta dataset."""
-    logger = get_run_logger()
     started = time.perf_counter()
     settings = Settings(
         provider=provider,
@@ -81,22 +101,29 @@ def enrich_catalog(
         retry_failures=retry_failures,
     )
     run_id = str(flow_run.get_id() or uuid.uuid4())
-
-    limiters = None
-    if settings.provider == "bedrock" and settings.shared_rate_limits:
-        # Quotas shared by every run and worker on this Prefect server (created if missing).
-        limiters = ensure_rate_limits(settings)
-    session = aws_session_from_block(settings.aws_credentials_block) if settings.aws_credentials_block else None
-    describer, embedder = build_providers(settings, limiters=limiters, session=session)
-    versions = ModelVersions.of(describer, embedder)
-
-    s3 = s3_client(settings, session=session) if source.startswith("s3://") else None
-    read = partial(read_bytes, s3_client=s3)
     store = Dataset(settings.dataset)
+    job = ChunkJob(
+        settings=settings, run_id=run_id, versions=None, staging_dir=store.staging_dir, reads_s3=source.startswith("s3://")
+    )
+    try:
+        return _enrich(source, settings=settings, job=job, store=store, started=started)
+    finally:
+        release_services(job)
 
-    catalog = load_catalog_rows(source, limit=settings.limit, batch=settings.batch, s3_client=s3)
+
+def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, started: float) -> dict[str, Any]:
+    logger = get_run_logger()
+    run_id = job.run_id
+    services = services_for(job)  # the chunk tasks of this process share these
+    describer, embedder, read = services.enricher.describer, services.enricher.embedder, services.enricher.read
+    versions = ModelVersions.of(describer, embedder)
+    job = dataclasses.replace(job, versions=versions)
+
+    catalog = load_catalog_rows(source, limit=settings.limit, batch=settings.batch, s3_client=services.s3)
     batch_label = settings.batch or catalog.default_batch
-    plan = plan_enrichment(catalog, dataset=store, versions=versions, read=read, run_id=run_id, settings=settings)
+    plan = plan_enrichment(
+        catalog, dataset=store, versions=versions, read=read, run_id=run_id, settings=settings, default_batch=batch_label
+    )
     logger.info(
         "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable, %d failed before and left alone",
         source, plan.total, plan.reused, len(plan.items), len(plan.failures), len(plan.given_up),
@@ -107,15 +134,10 @@ def enrich_catalog(
         describer.check_access()
         embedder.check_access()
 
-    enricher = ChunkEnricher(
-        describer=describer, embedder=embedder, read=read, run_id=run_id, batch=batch_label,
-        transient_retries=settings.transient_retries, retry_delay_s=settings.retry_delay_s,
-    )
     chunks = split_chunks(plan.items, settings.chunk_size)
-    staged = _run_chunks(
-        chunks, concurrency=settings.concurrency, tracker=tracker, enricher=enricher, staging_dir=store.staging_dir
-    )
+    staged = _run_chunks(chunks, concurrency=settings.concurrency, tracker=tracker, job=job)
 
+    workers = sorted({c.worker for c in staged if c.worker})
     enriched = sum(c.enriched for c in staged)
     failed = sum(c.failed for c in staged) + len(plan.failures)
     input_tokens = sum(c.input_tokens for c in staged)
@@ -149,6 +171,8 @@ def enrich_catalog(
         "failed": failed,
         "given_up": len(plan.given_up),
         "chunks": len(chunks),
+        "task_runner": type(FlowRunContext.get().task_runner).__name__,
+        "workers": workers,  # host:pid of the processes that ran chunk tasks
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         **versions_written,

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from media_enrichment import progress as progress_events
 from media_enrichment.catalog import load_catalog
-from media_enrichment.errors import EnrichmentError
+from media_enrichment.config import Settings
+from media_enrichment.errors import ConfigError, EnrichmentError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Enrich image catalogues for multimodal search.")
 console = Console()
@@ -59,9 +61,16 @@ class _ProgressHandler(logging.Handler):
             self.bar.advance(self.task_id, advance)
 
 
-def run_flow_with_progress(**parameters: Any) -> dict[str, Any]:
-    """Run the enrichment flow in this process with a progress bar on the terminal."""
-    from flows.enrich import enrich_catalog
+def run_flow_with_progress(*, settings: Settings | None = None, **parameters: Any) -> dict[str, Any]:
+    """Run the enrichment flow in this process with a progress bar on the terminal.
+
+    ``settings`` picks the task runner (threads, or Dask); the flow's parameters come as keywords.
+    """
+    from flows.enrich import enrich_catalog, task_runner_for
+
+    flow = enrich_catalog
+    if settings is not None and settings.task_runner != "threads":
+        flow = enrich_catalog.with_options(task_runner=task_runner_for(settings))
 
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -77,7 +86,7 @@ def run_flow_with_progress(**parameters: Any) -> dict[str, Any]:
     progress_events.LOGGER.setLevel(logging.INFO)
     try:
         with bar:
-            return enrich_catalog(**parameters)
+            return flow(**parameters)
     finally:
         progress_events.LOGGER.removeHandler(handler)
 
@@ -86,11 +95,19 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title="Enrichment run", show_header=False)
     for key in (
         "source", "dataset", "batch", "catalog_rows", "reused", "enriched", "failed", "given_up", "chunks",
-        "input_tokens", "output_tokens", "assets_version", "failures_version", "duration_s",
+        "task_runner", "input_tokens", "output_tokens", "assets_version", "failures_version", "duration_s",
         "images_per_s", "estimated_cost_usd", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim", "run_id",
     ):
         table.add_row(key, "-" if summary.get(key) is None else str(summary[key]))
     console.print(table)
+
+
+def _settings(**values: Any) -> Settings:
+    """Settings from the environment and these values; a bad combination is a ConfigError."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(str(e["msg"]) for e in exc.errors())) from exc
 
 
 def _fail(exc: Exception) -> None:
@@ -110,15 +127,25 @@ def run(
     force: Annotated[bool, typer.Option(help="Enrich every row again.")] = False,
     batch: Annotated[Optional[str], typer.Option(help="Batch label (default: the source's name).")] = None,
     retry_failures: Annotated[bool, typer.Option(help="Try failed images again, even those left alone.")] = False,
+    task_runner: Annotated[
+        Optional[str], typer.Option(help="'threads' (default) or 'dask': where chunk tasks run.")
+    ] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="Scheduler of an existing Dask cluster.")] = None,
+    dask_workers: Annotated[Optional[int], typer.Option(min=1, help="Processes of a local Dask cluster.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Enrich a catalogue into the dataset (skips images already enriched with the same models)."""
     prepare_prefect_environment(verbose=verbose)
     try:
+        chosen = {"task_runner": task_runner, "dask_address": dask_address, "dask_workers": dask_workers}
+        runner_settings = _settings(
+            provider=provider, concurrency=concurrency, **{k: v for k, v in chosen.items() if v is not None}
+        )
         if "://" not in source:
             # Fail fast, before Prefect starts, on a malformed local catalogue (the flow checks too).
             load_catalog(source, limit=limit, batch=batch)
         summary = run_flow_with_progress(
+            settings=runner_settings,
             source=source, dataset=dataset, provider=provider, chunk_size=chunk_size, concurrency=concurrency,
             embedding_dim=embedding_dim, limit=limit, force=force, batch=batch, retry_failures=retry_failures,
         )
@@ -369,7 +396,6 @@ def estimate(
     """Estimate the image tokens and cost of enriching a catalogue with Bedrock, calling no model."""
     from media_enrichment.aws import s3_client
     from media_enrichment.catalog import read_bytes
-    from media_enrichment.config import Settings
     from media_enrichment.cost import estimate_catalog, load_prices, text_tokens
     from media_enrichment.prompts import load_prompt
     from media_enrichment.providers.bedrock import METADATA_TOOL

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ProviderName = Literal["local", "bedrock"]
+TaskRunnerName = Literal["threads", "dask"]
 EmbeddingDim = Literal[256, 384, 1024]
 
 
@@ -88,6 +89,14 @@ class Settings(BaseSettings):
         False,
         description="Enforce the rpm/tpm limits across runs and workers with Prefect global concurrency limits.",
     )
+    task_runner: TaskRunnerName = Field(
+        "threads",
+        description="Where chunk tasks run: 'threads' of the flow's process, or 'dask' worker processes.",
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster (tcp://host:8786); none: a local cluster per run."
+    )
+    dask_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local Dask cluster.")
 
     aws_credentials_block: str | None = Field(
         None,
@@ -101,6 +110,17 @@ class Settings(BaseSettings):
     bedrock_max_attempts: int = Field(4, ge=1, le=20, description="botocore attempts per request.")
     bedrock_connect_timeout: float = Field(5.0, gt=0, le=120, description="Seconds to connect.")
     bedrock_read_timeout: float = Field(120.0, gt=0, le=900, description="Seconds to wait for an answer.")
+
+    @model_validator(mode="after")
+    def _limits_shared_on_dask(self) -> Settings:
+        # Token buckets live in one process: N Dask workers would each allow the whole rate.
+        limited = any(v is not None for v in (self.describer_rpm, self.describer_tpm, self.embedder_rpm))
+        if self.task_runner == "dask" and self.provider == "bedrock" and limited and not self.shared_rate_limits:
+            raise ValueError(
+                "rpm/tpm limits on Dask must be shared between worker processes: set "
+                "MEDIA_ENRICH_SHARED_RATE_LIMITS=true (Prefect global concurrency limits)"
+            )
+        return self
 
     @field_validator("dataset")
     @classmethod

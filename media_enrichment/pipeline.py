@@ -143,6 +143,7 @@ def plan_work(
     max_attempts: int = 3,
     force: bool = False,
     workers: int = 8,
+    default_batch: str | None = None,
 ) -> Plan:
     """Hash every catalogue image and keep those whose stored row cannot be reused.
 
@@ -157,6 +158,7 @@ def plan_work(
         max_attempts: tries before a failing image is left alone (until its bytes change).
         force: enrich everything again, failed images included.
         workers: threads hashing images (I/O bound).
+        default_batch: the batch label of items the manifest gives none (its ``batch`` column).
 
     Returns:
         The plan; unreadable images are in ``failures``.
@@ -200,7 +202,10 @@ def plan_work(
             plan.given_up.append(image_id)
         else:
             plan.items.append(
-                WorkItem(image_id=image_id, source_uri=uri, content_sha256=result, attributes=attrs, batch=batch)
+                WorkItem(
+                    image_id=image_id, source_uri=uri, content_sha256=result, attributes=attrs,
+                    batch=batch or default_batch,
+                )
             )
     return plan
 
@@ -372,6 +377,7 @@ class StagedChunk:
     failed: int
     input_tokens: int
     output_tokens: int
+    worker: str = ""  # host:pid of the process that ran the chunk task, when known
 
 
 def staged_paths(staging_dir: Path, key: str) -> tuple[Path, Path]:

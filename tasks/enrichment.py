@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 from typing import Any
 
 import pyarrow as pa
@@ -13,9 +13,8 @@ from prefect.tasks import exponential_backoff
 from media_enrichment.catalog import Catalog, load_catalog
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
-from media_enrichment.errors import FatalProviderError
+from media_enrichment.errors import ConfigError, FatalProviderError
 from media_enrichment.pipeline import (
-    ChunkEnricher,
     ModelVersions,
     Plan,
     Reader,
@@ -31,13 +30,14 @@ from media_enrichment.pipeline import (
     staged_failures,
     staged_image_ids,
 )
+from tasks.chunk_job import ChunkJob, services_for, worker_name
 
 
 def _retry_unless_fatal(task, task_run, state) -> bool:
     """Prefect retry condition: retry anything but errors no retry can fix."""
     try:
         state.result()
-    except FatalProviderError:
+    except (FatalProviderError, ConfigError):
         return False
     except Exception:
         return True
@@ -52,7 +52,14 @@ def load_catalog_rows(source: str, *, limit: int | None, batch: str | None = Non
 
 @task(name="plan-enrichment", cache_policy=NO_CACHE)
 def plan_enrichment(
-    catalog: Catalog, *, dataset: Dataset, versions: ModelVersions, read: Reader, run_id: str, settings: Settings
+    catalog: Catalog,
+    *,
+    dataset: Dataset,
+    versions: ModelVersions,
+    read: Reader,
+    run_id: str,
+    settings: Settings,
+    default_batch: str | None = None,
 ) -> Plan:
     """Hash the catalogue's images and skip those already enriched with these models."""
     return plan_work(
@@ -64,6 +71,7 @@ def plan_enrichment(
         read=read,
         run_id=run_id,
         force=settings.force,
+        default_batch=default_batch,
     )
 
 
@@ -75,13 +83,18 @@ def plan_enrichment(
     retry_jitter_factor=0.5,
     retry_condition_fn=_retry_unless_fatal,
 )
-def enrich_chunk(items: list[WorkItem], *, enricher: ChunkEnricher, staging_dir: Path) -> StagedChunk:
-    """Describe and embed one chunk of images and stage the results to Parquet."""
+def enrich_chunk(items: list[WorkItem], *, job: ChunkJob) -> StagedChunk:
+    """Describe and embed one chunk of images and stage the results to Parquet.
+
+    Runs in the flow's process or in a Dask worker: the run's clients come from
+    ``services_for(job)``, built once per process.
+    """
+    enricher = services_for(job).enricher
     key = chunk_key(items, enricher.versions)
-    staged = find_staged(staging_dir=staging_dir, key=key)
-    if staged is not None:  # finished by an earlier attempt or an interrupted run: no model call
-        return staged
-    return stage_chunk(enricher.enrich(items), staging_dir=staging_dir, key=key)
+    staged = find_staged(staging_dir=job.staging_dir, key=key)
+    if staged is None:  # else finished by an earlier attempt or an interrupted run: no model call
+        staged = stage_chunk(enricher.enrich(items), staging_dir=job.staging_dir, key=key)
+    return dataclasses.replace(staged, worker=worker_name())
 
 
 @task(name="merge-results", cache_policy=NO_CACHE)

@@ -1,0 +1,123 @@
+"""Chunk tasks on Dask: prefect-dask's DaskTaskRunner with a local cluster of worker processes.
+
+A worker is another process, as it would be on another machine: the chunk task receives a
+picklable ChunkJob and builds the run's clients there. Only the network is faked (the Bedrock
+test server on loopback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from flows.enrich import enrich_catalog, task_runner_for
+from media_enrichment.config import Settings
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import ConfigError
+from media_enrichment.testing import BedrockServer
+from tasks.chunk_job import ChunkJob, release_services, services_for
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _on_dask(**settings):
+    return enrich_catalog.with_options(task_runner=task_runner_for(Settings(task_runner="dask", **settings)))
+
+
+def _worker_pids(summary) -> set[int]:
+    return {int(w.rsplit(":", 1)[1]) for w in summary["workers"]}
+
+
+def test_chunks_run_in_dask_worker_processes_and_write_what_threads_write(sample_manifest, enriched_sample, tmp_path):
+    flow = _on_dask(dask_workers=2, concurrency=4)
+    summary = flow(source=str(sample_manifest), dataset=str(tmp_path / "ds"), chunk_size=4, concurrency=4, embedding_dim=256)
+
+    assert summary["task_runner"] == "DaskTaskRunner"
+    pids = _worker_pids(summary)
+    assert pids and os.getpid() not in pids, "chunk tasks ran in worker processes, not in the flow's"
+    ids = sorted(pd.read_csv(sample_manifest, dtype=str)["image_id"])
+    assert summary["enriched"] == len(ids) and summary["failed"] == 0 and summary["chunks"] == len(ids) // 4
+    rows = Dataset(tmp_path / "ds").read_assets().set_index("image_id").sort_index()
+    assert list(rows.index) == ids
+    # The same rows as the session's thread-pool run of the same catalogue (deterministic provider).
+    reference = enriched_sample.read_assets().set_index("image_id").sort_index()
+    assert (rows["title"] == reference["title"]).all() and (rows["batch"] == reference["batch"]).all()
+    assert all((a == b).all() for a, b in zip(rows["embedding"], reference["embedding"]))
+
+
+def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest, tmp_path, aws_env):
+    with BedrockServer() as server:
+        for key, value in server.env().items():
+            aws_env.setenv(key, value)  # before the cluster starts: its workers inherit them
+        flow = _on_dask(dask_workers=2, concurrency=4, provider="bedrock")
+        summary = flow(
+            source=str(sample_manifest), dataset=str(tmp_path / "ds"), provider="bedrock", chunk_size=8,
+            concurrency=4, embedding_dim=384,
+        )
+        billed = server.counters.billed_images
+    ids = sorted(pd.read_csv(sample_manifest, dtype=str)["image_id"])
+    assert os.getpid() not in _worker_pids(summary)
+    assert summary["enriched"] == len(ids) and summary["failed"] == 0
+    assert max(billed.values()) == 1, "no image was described or embedded twice"
+    assert Counter(model for model, _ in billed).most_common()[-1][1] >= len(ids)
+    rows = Dataset(tmp_path / "ds").read_assets()
+    assert sorted(rows["image_id"]) == ids and all(len(v) == 384 for v in rows["embedding"])
+
+
+def test_dask_refuses_per_process_rate_limits():
+    with pytest.raises(ValidationError, match="SHARED_RATE_LIMITS"):
+        Settings(task_runner="dask", provider="bedrock", describer_rpm=100)
+    assert Settings(task_runner="dask", provider="bedrock", describer_rpm=100, shared_rate_limits=True).describer_rpm == 100
+    assert Settings(task_runner="threads", provider="bedrock", describer_rpm=100).shared_rate_limits is False
+
+
+def test_services_are_built_once_per_run_and_check_the_planned_versions(tmp_path: Path):
+    settings = Settings(embedding_dim=256)
+    job = ChunkJob(settings=settings, run_id="r1", versions=None, staging_dir=tmp_path, reads_s3=False)
+    try:
+        first = services_for(job)
+        assert services_for(job) is first, "the chunk tasks of a process share one set of clients"
+        planned = first.enricher.versions
+        assert services_for(ChunkJob(settings=settings, run_id="r1", versions=planned, staging_dir=tmp_path, reads_s3=False)) is first
+        other = ChunkJob(settings=settings, run_id="r2", versions=None, staging_dir=tmp_path, reads_s3=False)
+        assert services_for(other) is not first
+        release_services(other)
+
+        elsewhere = dataclasses.replace(planned, prompt_version="another-prompt")
+        with pytest.raises(ConfigError, match="another-prompt"):
+            services_for(ChunkJob(settings=settings, run_id="r1", versions=elsewhere, staging_dir=tmp_path, reads_s3=False))
+    finally:
+        release_services(job)
+
+
+def _cli(*args: str, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
+    env.update(COLUMNS="200", **env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "media_enrichment.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_runs_chunks_on_dask_and_refuses_unshared_limits(sample_manifest, tmp_path):
+    refused = _cli(
+        "run", str(sample_manifest), "--dataset", str(tmp_path / "refused"), "--provider", "bedrock",
+        "--task-runner", "dask", cwd=tmp_path, MEDIA_ENRICH_DESCRIBER_RPM="100",
+    )
+    assert refused.returncode == 1 and "SHARED_RATE_LIMITS" in refused.stdout, refused.stdout + refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+    done = _cli(
+        "run", str(sample_manifest), "--dataset", str(tmp_path / "ds"), "--limit", "8", "--chunk-size", "4",
+        "--embedding-dim", "256", "--task-runner", "dask", "--dask-workers", "2", cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DaskTaskRunner" in done.stdout
+    assert len(Dataset(tmp_path / "ds").read_assets()) == 8
