@@ -100,3 +100,44 @@ def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest
     assert sorted(rows["image_id"]) == sorted(manifest["image_id"])
     assert dict(rows.groupby("batch").size()) == {"b1": 3, "b2": 3}
     assert len(Dataset(str(dataset)).history()) == 2, "one commit per batch run"
+
+
+def test_deployed_to_a_process_work_pool_and_run_by_a_worker(prefect_server, sample_manifest, tmp_path):
+    """`prefect deploy` of deployments/prefect.yaml, a process worker elsewhere (its own process,
+    started in another folder, finding the project through MEDIA_ENRICH_PROJECT_DIR), one run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
+    env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
+    prefect = [sys.executable, "-m", "prefect"]
+
+    def cli(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
+        done = subprocess.run([*prefect, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    cli("work-pool", "create", "media-enrichment", "--type", "process", "--overwrite")
+    cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "backfill")
+    deployment = _get(f"{prefect_server}/deployments/name/enrich-catalog/backfill")
+    assert deployment["work_pool_name"] == "media-enrichment" and deployment["work_queue_name"] == "backfill"
+
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    worker = subprocess.Popen(
+        [*prefect, "worker", "start", "--pool", "media-enrichment", "--type", "process"],
+        env={**env, "MEDIA_ENRICH_PROJECT_DIR": str(REPO)}, cwd=worker_dir,
+        stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    dataset = tmp_path / "ds"
+    try:
+        run = cli(
+            "deployment", "run", "enrich-catalog/backfill", "--param", f"source={sample_manifest}",
+            "--param", f"dataset={dataset}", "--param", "limit=8", "--param", "batch=pool",
+            "--watch", "--watch-timeout", "300", cwd=tmp_path, timeout=360,
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert "Completed" in run.stdout, run.stdout + (tmp_path / "worker.log").read_text()[-3000:]
+    rows = Dataset(str(dataset)).read_assets()
+    assert len(rows) == 8 and set(rows["batch"]) == {"pool"}
+    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+    assert set(rows["run_id"]) == {flow_run_id}, "the rows were written by the worker's flow run"
