@@ -4,14 +4,13 @@ Layout under the dataset root (a local folder or an ``s3://`` URI)::
 
     <root>/assets/      Delta table, one row per enriched image (schema.ASSETS_SCHEMA)
     <root>/failures/    Delta table, one row per image whose last attempt failed
-    <root>/_staging/    finished chunks waiting to be merged (for an s3:// root: a local folder)
+    <root>/_staging/    finished chunks waiting to be merged (on S3 too, for an s3:// root)
 
 Every commit carries the run id, the models and the prompt version in its commit metadata.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,10 +20,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from media_enrichment import storage
 from media_enrichment.errors import DatasetError
 from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
 
@@ -61,10 +60,8 @@ class Dataset:
         root: str | Path,
         *,
         storage_options: Mapping[str, str] | None = None,
-        staging_root: str | Path | None = None,
     ):
         self.root = str(root).rstrip("/")
-        self.staging_root = staging_root
         self.storage_options = dict(storage_options or {})
         self.assets_uri = f"{self.root}/assets"
         self.failures_uri = f"{self.root}/failures"
@@ -76,13 +73,10 @@ class Dataset:
         return "://" not in self.root
 
     @property
-    def staging_dir(self) -> Path:
-        """Where finished chunks wait for the merge: ``<root>/_staging`` for a local dataset; for a
-        remote one, a folder of this machine named after the dataset (``staging_root``)."""
-        if self.is_local:
-            return Path(self.root, "_staging")
-        digest = hashlib.sha256(self.root.encode()).hexdigest()[:16]
-        return Path(self.staging_root or Path.home() / ".cache" / "media-enrichment" / "staging") / digest
+    def staging_dir(self) -> str:
+        """Where finished chunks wait for the merge: ``<root>/_staging``, on the local disk or on
+        S3 beside the tables, so that chunk tasks on other machines and a resumed run see it."""
+        return storage.join(self.root, "_staging")
 
     def _open(self, uri: str, *, version: int | None = None) -> DeltaTable | None:
         try:
@@ -164,7 +158,8 @@ class Dataset:
         buffers, not by the number of rows.
 
         Args:
-            paths: Parquet files with the columns of ``schema.ASSETS_SCHEMA``, unique image_ids.
+            paths: Parquet files (local paths or ``s3://`` URIs) with the columns of
+                ``schema.ASSETS_SCHEMA``, unique image_ids.
             metadata: commit metadata.
 
         Returns:
@@ -173,14 +168,14 @@ class Dataset:
         Raises:
             DatasetError: an image_id appears twice across the files.
         """
-        ids = [i for path in paths for i in pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()]
+        ids = [i for path in paths for i in storage.read_parquet(path, columns=["image_id"]).column("image_id").to_pylist()]
         if not ids:
             return None
 
         def stream() -> pa.RecordBatchReader:
             def batches():
                 for path in paths:
-                    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+                    for batch in storage.parquet_file(path).iter_batches(batch_size=1024):
                         yield batch.select(ASSETS_SCHEMA.names).cast(ASSETS_SCHEMA)
 
             return pa.RecordBatchReader.from_batches(ASSETS_SCHEMA, batches())

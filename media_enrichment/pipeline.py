@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from media_enrichment import storage
 from media_enrichment.catalog import Catalog
 from media_enrichment.errors import (
     EnrichmentError,
@@ -380,22 +380,22 @@ class StagedChunk:
     worker: str = ""  # host:pid of the process that ran the chunk task, when known
 
 
-def staged_paths(staging_dir: Path, key: str) -> tuple[Path, Path]:
-    return staging_dir / f"{key}.assets.parquet", staging_dir / f"{key}.failures.parquet"
+def staged_paths(staging_dir: str | Path, key: str) -> tuple[str, str]:
+    """Where a chunk's rows and failures are staged (a local folder or an ``s3://`` prefix)."""
+    return storage.join(staging_dir, f"{key}.assets.parquet"), storage.join(staging_dir, f"{key}.failures.parquet")
 
 
-def stage_chunk(result: ChunkResult, *, staging_dir: Path, key: str) -> StagedChunk:
-    """Write a chunk's rows and failures to Parquet (atomically: temp file, then rename)."""
-    staging_dir.mkdir(parents=True, exist_ok=True)
+def stage_chunk(result: ChunkResult, *, staging_dir: str | Path, key: str) -> StagedChunk:
+    """Write a chunk's rows and failures to Parquet, each file whole or not at all; the assets
+    file last, so that its presence means the chunk is complete."""
+    storage.make_dirs(staging_dir)
     assets_path, failures_path = staged_paths(staging_dir, key)
-    for table, path in ((failures_table(result.failures), failures_path), (assets_table(result.rows), assets_path)):
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+    storage.write_parquet(failures_table(result.failures), failures_path)
+    storage.write_parquet(assets_table(result.rows), assets_path)
     return StagedChunk(
         key=key,
-        assets_path=str(assets_path),
-        failures_path=str(failures_path),
+        assets_path=assets_path,
+        failures_path=failures_path,
         enriched=len(result.rows),
         failed=len(result.failures),
         input_tokens=result.input_tokens,
@@ -403,18 +403,18 @@ def stage_chunk(result: ChunkResult, *, staging_dir: Path, key: str) -> StagedCh
     )
 
 
-def find_staged(*, staging_dir: Path, key: str) -> StagedChunk | None:
+def find_staged(*, staging_dir: str | Path, key: str) -> StagedChunk | None:
     """A chunk already staged by an earlier attempt (its assets file is written last)."""
     assets_path, failures_path = staged_paths(staging_dir, key)
-    if not (assets_path.exists() and failures_path.exists()):
+    if not storage.exists(assets_path):
         return None
-    assets = pq.read_table(assets_path, columns=["input_tokens", "output_tokens"])
+    assets = storage.read_parquet(assets_path, columns=["input_tokens", "output_tokens"])
     return StagedChunk(
         key=key,
-        assets_path=str(assets_path),
-        failures_path=str(failures_path),
+        assets_path=assets_path,
+        failures_path=failures_path,
         enriched=assets.num_rows,
-        failed=pq.read_metadata(failures_path).num_rows,
+        failed=storage.parquet_file(failures_path).metadata.num_rows,
         input_tokens=int(pc.sum(assets.column("input_tokens")).as_py() or 0),
         output_tokens=int(pc.sum(assets.column("output_tokens")).as_py() or 0),
     )
@@ -422,13 +422,13 @@ def find_staged(*, staging_dir: Path, key: str) -> StagedChunk | None:
 
 def staged_failures(chunks: Sequence[StagedChunk]) -> pa.Table:
     """The failure rows of staged chunks, as one table (small: no vectors)."""
-    tables = [pq.read_table(c.failures_path, schema=FAILURES_SCHEMA) for c in chunks]
+    tables = [storage.read_parquet(c.failures_path, schema=FAILURES_SCHEMA) for c in chunks]
     return pa.concat_tables(tables) if tables else FAILURES_SCHEMA.empty_table()
 
 
 def staged_image_ids(chunks: Sequence[StagedChunk]) -> list[str]:
     """The ids of the images enriched in staged chunks (reads one column only)."""
-    return [i for c in chunks for i in pq.read_table(c.assets_path, columns=["image_id"]).column(0).to_pylist()]
+    return [i for c in chunks for i in storage.read_parquet(c.assets_path, columns=["image_id"]).column(0).to_pylist()]
 
 
 def group_staged(chunks: Sequence[StagedChunk], *, max_rows: int) -> list[list[StagedChunk]]:
@@ -451,4 +451,4 @@ def remove_staged(chunks: Sequence[StagedChunk]) -> None:
     """Delete staged files once their rows are committed."""
     for chunk in chunks:
         for path in (chunk.assets_path, chunk.failures_path):
-            Path(path).unlink(missing_ok=True)
+            storage.delete(path)

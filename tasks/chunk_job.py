@@ -17,7 +17,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from media_enrichment.aws import s3_client
@@ -40,7 +39,7 @@ class ChunkJob:
     settings: Settings
     run_id: str
     versions: ModelVersions | None  # what the flow planned with; a worker that would differ refuses
-    staging_dir: Path
+    staging_dir: str  # a local folder or an s3:// prefix (Dataset.staging_dir)
     reads_s3: bool  # the catalogue's images are on S3, so the reader needs a client
 
     @property

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from datetime import datetime, timezone
+from pathlib import Path
 
 import boto3
 import pandas as pd
@@ -12,6 +14,14 @@ from flows.enrich import enrich_catalog
 from media_enrichment.catalog import load_catalog, read_bytes
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import CatalogError, ImageError
+from media_enrichment.pipeline import (
+    ChunkResult,
+    find_staged,
+    remove_staged,
+    stage_chunk,
+    staged_failures,
+    staged_image_ids,
+)
 
 
 def _port() -> int:
@@ -37,9 +47,14 @@ def s3(monkeypatch, tmp_path):
         monkeypatch.setenv(key, value)
     client = boto3.client("s3")
     client.create_bucket(Bucket="media")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the remote dataset's local staging lands here
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # nothing of a remote dataset may land here
     yield client
     server.stop()
+
+
+def _parquet_keys(client, prefix: str) -> set[str]:
+    listed = client.list_objects_v2(Bucket="media", Prefix=prefix).get("Contents", [])
+    return {o["Key"] for o in listed if o["Key"].endswith(".parquet")}
 
 
 def _upload_sample(client, sample_manifest, prefix: str, count: int) -> list[str]:
@@ -79,3 +94,42 @@ def test_flow_from_an_s3_prefix_into_an_s3_dataset(s3, sample_manifest):
     assert again["reused"] == 4 and again["enriched"] == 0
     listed = s3.list_objects_v2(Bucket="media", Prefix="enriched/assets/_delta_log/")["Contents"]
     assert any(obj["Key"].endswith("00000000000000000000.json") for obj in listed)
+    assert not _parquet_keys(s3, "enriched/_staging/"), "staging is cleaned after the commit"
+    assert not (Path.home() / ".cache" / "media-enrichment").exists(), "a remote dataset stages on S3, not locally"
+
+
+def test_chunks_stage_on_s3_beside_the_dataset_and_are_found_again(s3):
+    """What a Dask worker on another machine writes and the flow (or a resumed run) reads."""
+    dataset = Dataset("s3://media/ds")
+    assert dataset.staging_dir == "s3://media/ds/_staging"
+    rows = [
+        {
+            "image_id": f"img-{i}", "source_uri": f"s3://media/in/{i}.png", "content_sha256": f"{i:064d}",
+            "media_type": "image/png", "width": 4, "height": 3, "size_bytes": 10, "batch": "b", "attributes": None,
+            "title": f"T{i}", "description": "d", "keywords": ["k"], "tags": ["t"], "ocr_texts": [],
+            "embedding": [0.5, 0.5], "embedding_dim": 2, "enrichment_model": "m", "embedding_model": "e",
+            "prompt_version": "p", "input_tokens": 7, "output_tokens": 3, "run_id": "r",
+            "enriched_at": datetime.now(timezone.utc),
+        }
+        for i in range(3)
+    ]
+    failure = {
+        "image_id": "bad", "source_uri": "s3://media/in/bad.png", "content_sha256": None, "stage": "prepare",
+        "error_type": "ImageError", "message": "bad", "attempts": 1, "permanent": True, "run_id": "r",
+        "at": datetime.now(timezone.utc),
+    }
+    staged = stage_chunk(ChunkResult(rows=rows, failures=[failure]), staging_dir=dataset.staging_dir, key="k1")
+    assert staged.assets_path == "s3://media/ds/_staging/k1.assets.parquet"
+    assert _parquet_keys(s3, "ds/_staging/") == {"ds/_staging/k1.assets.parquet", "ds/_staging/k1.failures.parquet"}
+
+    found = find_staged(staging_dir=dataset.staging_dir, key="k1")
+    assert found == staged, "a later attempt, anywhere, finds the chunk instead of paying for it again"
+    assert find_staged(staging_dir=dataset.staging_dir, key="other") is None
+    assert staged_image_ids([found]) == ["img-0", "img-1", "img-2"]
+    assert staged_failures([found]).column("image_id").to_pylist() == ["bad"]
+
+    assert dataset.merge_assets_from_parquet([found.assets_path], metadata={"run_id": "r"}) == 0
+    assert sorted(dataset.read_assets()["title"]) == ["T0", "T1", "T2"]
+    remove_staged([found])
+    assert not _parquet_keys(s3, "ds/_staging/")
+    assert find_staged(staging_dir=dataset.staging_dir, key="k1") is None
