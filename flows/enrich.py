@@ -115,6 +115,8 @@ def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, s
     logger = get_run_logger()
     run_id = job.run_id
     services = services_for(job)  # the chunk tasks of this process share these
+    if services.storage_options:  # an AwsCredentials block's identity writes the S3 dataset too
+        store = Dataset(store.root, storage_options=services.storage_options)
     describer, embedder, read = services.enricher.describer, services.enricher.embedder, services.enricher.read
     versions = ModelVersions.of(describer, embedder)
     job = dataclasses.replace(job, versions=versions)

@@ -120,3 +120,26 @@ def s3_client(settings: Settings, *, session: boto3.Session | None = None) -> An
     ``AWS_ENDPOINT_URL_S3``)."""
     session = session or make_session(profile=settings.aws_profile, region=settings.aws_region)
     return session.client("s3")
+
+
+def storage_options(session: boto3.Session | None) -> dict[str, str]:
+    """Credentials and region of a session as delta-rs and ``storage`` take them, so that an
+    ``s3://`` dataset is written with the same identity as the run's boto3 clients.
+
+    Empty for no session: delta-rs and pyarrow then use the standard AWS environment and
+    profile chain themselves. The values are secrets: hand them to the writers, never log them.
+    They are a snapshot: temporary credentials of the session that expire during a run are
+    not refreshed for these writers.
+    """
+    if session is None:
+        return {}
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise ConfigError("the AWS session has no credentials")
+    frozen = credentials.get_frozen_credentials()
+    options = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+    if frozen.token:
+        options["AWS_SESSION_TOKEN"] = frozen.token
+    if session.region_name:
+        options["AWS_REGION"] = session.region_name
+    return options

@@ -168,14 +168,18 @@ class Dataset:
         Raises:
             DatasetError: an image_id appears twice across the files.
         """
-        ids = [i for path in paths for i in storage.read_parquet(path, columns=["image_id"]).column("image_id").to_pylist()]
+        ids = [
+            i
+            for path in paths
+            for i in storage.read_parquet(path, columns=["image_id"], options=self.storage_options).column(0).to_pylist()
+        ]
         if not ids:
             return None
 
         def stream() -> pa.RecordBatchReader:
             def batches():
                 for path in paths:
-                    for batch in storage.parquet_file(path).iter_batches(batch_size=1024):
+                    for batch in storage.parquet_file(path, options=self.storage_options).iter_batches(batch_size=1024):
                         yield batch.select(ASSETS_SCHEMA.names).cast(ASSETS_SCHEMA)
 
             return pa.RecordBatchReader.from_batches(ASSETS_SCHEMA, batches())

@@ -385,13 +385,16 @@ def staged_paths(staging_dir: str | Path, key: str) -> tuple[str, str]:
     return storage.join(staging_dir, f"{key}.assets.parquet"), storage.join(staging_dir, f"{key}.failures.parquet")
 
 
-def stage_chunk(result: ChunkResult, *, staging_dir: str | Path, key: str) -> StagedChunk:
+def stage_chunk(
+    result: ChunkResult, *, staging_dir: str | Path, key: str, storage_options: storage.Options = None
+) -> StagedChunk:
     """Write a chunk's rows and failures to Parquet, each file whole or not at all; the assets
-    file last, so that its presence means the chunk is complete."""
+    file last, so that its presence means the chunk is complete. ``storage_options``: S3
+    credentials when they do not come from the environment (``aws.storage_options``)."""
     storage.make_dirs(staging_dir)
     assets_path, failures_path = staged_paths(staging_dir, key)
-    storage.write_parquet(failures_table(result.failures), failures_path)
-    storage.write_parquet(assets_table(result.rows), assets_path)
+    storage.write_parquet(failures_table(result.failures), failures_path, options=storage_options)
+    storage.write_parquet(assets_table(result.rows), assets_path, options=storage_options)
     return StagedChunk(
         key=key,
         assets_path=assets_path,
@@ -403,32 +406,36 @@ def stage_chunk(result: ChunkResult, *, staging_dir: str | Path, key: str) -> St
     )
 
 
-def find_staged(*, staging_dir: str | Path, key: str) -> StagedChunk | None:
+def find_staged(*, staging_dir: str | Path, key: str, storage_options: storage.Options = None) -> StagedChunk | None:
     """A chunk already staged by an earlier attempt (its assets file is written last)."""
     assets_path, failures_path = staged_paths(staging_dir, key)
-    if not storage.exists(assets_path):
+    if not storage.exists(assets_path, options=storage_options):
         return None
-    assets = storage.read_parquet(assets_path, columns=["input_tokens", "output_tokens"])
+    assets = storage.read_parquet(assets_path, columns=["input_tokens", "output_tokens"], options=storage_options)
     return StagedChunk(
         key=key,
         assets_path=assets_path,
         failures_path=failures_path,
         enriched=assets.num_rows,
-        failed=storage.parquet_file(failures_path).metadata.num_rows,
+        failed=storage.parquet_file(failures_path, options=storage_options).metadata.num_rows,
         input_tokens=int(pc.sum(assets.column("input_tokens")).as_py() or 0),
         output_tokens=int(pc.sum(assets.column("output_tokens")).as_py() or 0),
     )
 
 
-def staged_failures(chunks: Sequence[StagedChunk]) -> pa.Table:
+def staged_failures(chunks: Sequence[StagedChunk], *, storage_options: storage.Options = None) -> pa.Table:
     """The failure rows of staged chunks, as one table (small: no vectors)."""
-    tables = [storage.read_parquet(c.failures_path, schema=FAILURES_SCHEMA) for c in chunks]
+    tables = [storage.read_parquet(c.failures_path, schema=FAILURES_SCHEMA, options=storage_options) for c in chunks]
     return pa.concat_tables(tables) if tables else FAILURES_SCHEMA.empty_table()
 
 
-def staged_image_ids(chunks: Sequence[StagedChunk]) -> list[str]:
+def staged_image_ids(chunks: Sequence[StagedChunk], *, storage_options: storage.Options = None) -> list[str]:
     """The ids of the images enriched in staged chunks (reads one column only)."""
-    return [i for c in chunks for i in storage.read_parquet(c.assets_path, columns=["image_id"]).column(0).to_pylist()]
+    return [
+        i
+        for c in chunks
+        for i in storage.read_parquet(c.assets_path, columns=["image_id"], options=storage_options).column(0).to_pylist()
+    ]
 
 
 def group_staged(chunks: Sequence[StagedChunk], *, max_rows: int) -> list[list[StagedChunk]]:
@@ -447,8 +454,8 @@ def group_staged(chunks: Sequence[StagedChunk], *, max_rows: int) -> list[list[S
     return groups
 
 
-def remove_staged(chunks: Sequence[StagedChunk]) -> None:
+def remove_staged(chunks: Sequence[StagedChunk], *, storage_options: storage.Options = None) -> None:
     """Delete staged files once their rows are committed."""
     for chunk in chunks:
         for path in (chunk.assets_path, chunk.failures_path):
-            storage.delete(path)
+            storage.delete(path, options=storage_options)

@@ -10,6 +10,7 @@ for the tables.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,10 +27,28 @@ def join(location: str | Path, name: str) -> str:
     return f"{str(location).rstrip('/')}/{name}" if is_remote(location) else str(Path(location) / name)
 
 
-def _resolve(location: str | Path) -> tuple[pafs.FileSystem, str]:
-    if is_remote(location):
+#: Storage options (delta-rs's names, ``aws.storage_options``): credentials for S3 when they
+#: do not come from the environment, e.g. from an AwsCredentials block.
+Options = Mapping[str, str] | None
+
+
+def _resolve(location: str | Path, options: Options = None) -> tuple[pafs.FileSystem, str]:
+    if not is_remote(location):
+        return pafs.LocalFileSystem(), str(Path(location).resolve())
+    if not options:
         return pafs.FileSystem.from_uri(str(location))
-    return pafs.LocalFileSystem(), str(Path(location).resolve())
+    scheme, _, path = str(location).partition("://")
+    if scheme not in ("s3", "s3a"):
+        raise ValueError(f"storage options apply to s3:// locations only, not {location}")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    fs = pafs.S3FileSystem(
+        access_key=options.get("AWS_ACCESS_KEY_ID"),
+        secret_key=options.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=options.get("AWS_SESSION_TOKEN"),
+        region=options.get("AWS_REGION"),
+        endpoint_override=endpoint,
+    )
+    return fs, path
 
 
 def make_dirs(location: str | Path) -> None:
@@ -38,19 +57,19 @@ def make_dirs(location: str | Path) -> None:
         Path(location).mkdir(parents=True, exist_ok=True)
 
 
-def exists(location: str | Path) -> bool:
-    fs, path = _resolve(location)
+def exists(location: str | Path, *, options: Options = None) -> bool:
+    fs, path = _resolve(location, options)
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def write_parquet(table: pa.Table, location: str | Path) -> None:
+def write_parquet(table: pa.Table, location: str | Path, *, options: Options = None) -> None:
     """Write a Parquet file so that it appears whole or not at all.
 
     Locally: a temporary file, then a rename. On S3 an object becomes visible only once its
     upload is complete, so the file is written in place.
     """
     if is_remote(location):
-        fs, path = _resolve(location)
+        fs, path = _resolve(location, options)
         pq.write_table(table, path, filesystem=fs)
         return
     tmp = f"{location}.tmp"
@@ -58,20 +77,22 @@ def write_parquet(table: pa.Table, location: str | Path) -> None:
     os.replace(tmp, location)
 
 
-def parquet_file(location: str | Path) -> pq.ParquetFile:
+def parquet_file(location: str | Path, *, options: Options = None) -> pq.ParquetFile:
     """An open Parquet file, to read its metadata or stream its batches."""
-    fs, path = _resolve(location)
+    fs, path = _resolve(location, options)
     return pq.ParquetFile(fs.open_input_file(path))
 
 
-def read_parquet(location: str | Path, *, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
-    fs, path = _resolve(location)
+def read_parquet(
+    location: str | Path, *, columns: list[str] | None = None, schema: pa.Schema | None = None, options: Options = None
+) -> pa.Table:
+    fs, path = _resolve(location, options)
     return pq.read_table(path, columns=columns, schema=schema, filesystem=fs)
 
 
-def delete(location: str | Path) -> None:
+def delete(location: str | Path, *, options: Options = None) -> None:
     """Delete a file; a missing one is not an error."""
-    fs, path = _resolve(location)
+    fs, path = _resolve(location, options)
     try:
         fs.delete_file(path)
     except FileNotFoundError:

@@ -15,16 +15,18 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from media_enrichment.aws import s3_client
+from media_enrichment.aws import storage_options as aws_storage_options
 from media_enrichment.catalog import read_bytes
 from media_enrichment.config import Settings
 from media_enrichment.errors import ConfigError
 from media_enrichment.pipeline import ChunkEnricher, ModelVersions
 from media_enrichment.providers import build_providers
+from media_enrichment.storage import is_remote
 from tasks.aws import aws_session_from_block
 from tasks.limits import ensure_rate_limits
 
@@ -54,6 +56,9 @@ class RunServices:
 
     enricher: ChunkEnricher
     s3: Any  # boto3 S3 client, or None when nothing is read from S3
+    #: S3 credentials for the dataset's writers (delta-rs, staging) from an AwsCredentials
+    #: block; empty when they come from the environment. Secrets: never logged.
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def build_services(job: ChunkJob) -> RunServices:
@@ -78,7 +83,8 @@ def build_services(job: ChunkJob) -> RunServices:
         transient_retries=settings.transient_retries,
         retry_delay_s=settings.retry_delay_s,
     )
-    return RunServices(enricher=enricher, s3=s3)
+    options = aws_storage_options(session) if session is not None and is_remote(job.staging_dir) else {}
+    return RunServices(enricher=enricher, s3=s3, storage_options=options)
 
 
 _lock = threading.Lock()

@@ -89,11 +89,12 @@ def enrich_chunk(items: list[WorkItem], *, job: ChunkJob) -> StagedChunk:
     Runs in the flow's process or in a Dask worker: the run's clients come from
     ``services_for(job)``, built once per process.
     """
-    enricher = services_for(job).enricher
+    services = services_for(job)
+    enricher, options = services.enricher, services.storage_options
     key = chunk_key(items, enricher.versions)
-    staged = find_staged(staging_dir=job.staging_dir, key=key)
+    staged = find_staged(staging_dir=job.staging_dir, key=key, storage_options=options)
     if staged is None:  # else finished by an earlier attempt or an interrupted run: no model call
-        staged = stage_chunk(enricher.enrich(items), staging_dir=job.staging_dir, key=key)
+        staged = stage_chunk(enricher.enrich(items), staging_dir=job.staging_dir, key=key, storage_options=options)
     return dataclasses.replace(staged, worker=worker_name())
 
 
@@ -107,15 +108,16 @@ def merge_results(
     commit_rows: int,
 ) -> dict[str, int | None]:
     """Merge the staged chunks into the assets table (one commit per commit_rows rows); record failures."""
-    failures = pa.concat_tables([staged_failures(staged), failures_table(plan_failures)])
-    enriched_ids = staged_image_ids(staged)
+    options = dataset.storage_options
+    failures = pa.concat_tables([staged_failures(staged, storage_options=options), failures_table(plan_failures)])
+    enriched_ids = staged_image_ids(staged, storage_options=options)
     counts = {**metadata, "enriched": len(enriched_ids), "failed": failures.num_rows}
     groups = group_staged(staged, max_rows=commit_rows)
     assets_version = None
     for part, group in enumerate(groups, start=1):
         part_metadata = {**counts, "part": f"{part}/{len(groups)}"} if len(groups) > 1 else counts
         assets_version = dataset.merge_assets_from_parquet([c.assets_path for c in group], metadata=part_metadata)
-        remove_staged(group)  # committed: a run resumed after a crash does not merge them again
+        remove_staged(group, storage_options=options)  # committed: a resumed run does not merge them again
     failures_version = dataset.record_failures(failures, resolved_ids=enriched_ids, metadata=counts)
-    remove_staged(staged)
+    remove_staged(staged, storage_options=options)
     return {"assets_version": assets_version, "failures_version": failures_version}

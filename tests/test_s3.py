@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
@@ -133,3 +134,33 @@ def test_chunks_stage_on_s3_beside_the_dataset_and_are_found_again(s3):
     remove_staged([found])
     assert not _parquet_keys(s3, "ds/_staging/")
     assert find_staged(staging_dir=dataset.staging_dir, key="k1") is None
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_aws_credentials_block_writes_the_s3_dataset(s3, sample_manifest, monkeypatch):
+    """With no credentials in the environment, the block's identity reads the catalogue and
+    writes the Delta tables and the staging area (delta-rs refuses unsigned writes)."""
+    from prefect_aws import AwsCredentials
+
+    keys = _upload_sample(s3, sample_manifest, "incoming/blk", 3)
+    AwsCredentials(aws_access_key_id="AKIDBLOCK", aws_secret_access_key="block-secret", region_name="us-east-1").save(
+        "media-enrichment-s3-test", overwrite=True
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+
+    # The control: without the block, delta-rs cannot even read the (local catalogue's) dataset.
+    with pytest.raises(Exception, match="(?i)s3"):
+        enrich_catalog(source=str(sample_manifest), dataset="s3://media/unsigned", embedding_dim=256, limit=2)
+
+    monkeypatch.setenv("MEDIA_ENRICH_AWS_CREDENTIALS_BLOCK", "media-enrichment-s3-test")
+    summary = enrich_catalog(source="s3://media/incoming/blk/", dataset="s3://media/signed", embedding_dim=256)
+    assert summary["enriched"] == 3 and summary["assets_version"] == 0
+    options = {"AWS_ACCESS_KEY_ID": "AKIDBLOCK", "AWS_SECRET_ACCESS_KEY": "block-secret", "AWS_REGION": "us-east-1"}
+    rows = Dataset("s3://media/signed", storage_options=options).read_assets()
+    assert sorted(rows["image_id"]) == sorted(keys)
+    assert not _parquet_keys(s3, "signed/_staging/")
+    assert "block-secret" not in json.dumps(summary, default=str), "no secret in the run's summary"
