@@ -22,7 +22,7 @@ from flows.enrich import enrich_catalog, task_runner_for
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
-from media_enrichment.testing import BedrockServer
+from media_enrichment.testing import BedrockServer, FaultPlan
 from tasks.chunk_job import ChunkJob, release_services, services_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -70,6 +70,29 @@ def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest
     assert Counter(model for model, _ in billed).most_common()[-1][1] >= len(ids)
     rows = Dataset(tmp_path / "ds").read_assets()
     assert sorted(rows["image_id"]) == ids and all(len(v) == 384 for v in rows["embedding"])
+
+
+def test_rate_limits_on_dask_are_shared_by_the_worker_processes(sample_manifest, tmp_path, aws_env):
+    """Two worker processes, each limited to 120 rpm through the same Prefect global limits: the
+    server's quota (12 requests in any 4 s per model, 180 rpm) is never exceeded. Two separate
+    token buckets of 120 rpm would send up to twice that."""
+    with BedrockServer(faults=FaultPlan(rpm_quota=180, quota_window_s=4)) as server:
+        for key, value in server.env().items():
+            aws_env.setenv(key, value)
+        for key, value in {
+            "SHARED_RATE_LIMITS": "true", "DESCRIBER_RPM": "120", "EMBEDDER_RPM": "120", "AWS_REGION": "eu-dask-1",
+            "BEDROCK_MAX_ATTEMPTS": "1",  # a quota refusal would show as a failed image, not be retried away
+        }.items():
+            aws_env.setenv(f"MEDIA_ENRICH_{key}", value)
+        flow = _on_dask(dask_workers=2, concurrency=4, provider="bedrock")
+        summary = flow(
+            source=str(sample_manifest), dataset=str(tmp_path / "ds"), provider="bedrock", chunk_size=4,
+            concurrency=4, embedding_dim=256, limit=16,
+        )
+        outcomes = server.counters.outcomes
+    assert len({int(w.rsplit(":", 1)[1]) for w in summary["workers"]}) == 2, "both workers ran chunks"
+    assert summary["enriched"] == 16 and summary["failed"] == 0
+    assert outcomes.get("quota", 0) == 0 and outcomes["ok"] >= 32
 
 
 def test_dask_refuses_per_process_rate_limits():
