@@ -15,8 +15,6 @@ from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
 
-from media_enrichment.config import Settings
-
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
 
 
@@ -50,15 +48,10 @@ def load_deployments(path: Path = DEFAULT_FILE, *, overrides: dict[str, Any] | N
     Returns:
         One RunnerDeployment per entry.
     """
-    from flows.enrich import enrich_catalog, task_runner_for
-
     spec = yaml.safe_load(Path(path).read_text())
-    settings = Settings()  # MEDIA_ENRICH_TASK_RUNNER=dask runs the served runs' chunks on Dask
     deployments = []
     for entry in spec.get("deployments", []):
         flow = _load_flow(entry["entrypoint"])
-        if flow is enrich_catalog and settings.task_runner != "threads":
-            flow = flow.with_options(task_runner=task_runner_for(settings))
         accepted = set(flow.parameters.properties)
         parameters = {**entry.get("parameters", {}), **{k: v for k, v in (overrides or {}).items() if k in accepted}}
         deployments.append(

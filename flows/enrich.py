@@ -14,7 +14,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from media_enrichment.config import EmbeddingDim, ProviderName, Settings
+from media_enrichment.config import EmbeddingDim, ProviderName, Settings, TaskRunnerName
 from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ModelVersions, StagedChunk, WorkItem, split_chunks
@@ -28,17 +28,25 @@ _MAX_THREADS = 256
 
 
 def _run_chunks(
-    chunks: list[list[WorkItem]], *, concurrency: int, tracker: RunProgress, **task_kwargs: Any
+    chunks: list[list[WorkItem]], *, job: ChunkJob, tracker: RunProgress, runner: TaskRunner | None = None
 ) -> list[StagedChunk]:
-    """Submit chunk tasks with at most ``concurrency`` in flight; report progress as each ends."""
+    """Submit chunk tasks with at most ``concurrency`` in flight; report progress as each ends.
+
+    ``runner``: a started task runner for the chunks (Dask); None for the flow's own threads.
+    """
     staged: list[StagedChunk] = []
     in_flight: dict[PrefectFuture, int] = {}
     queue = iter(chunks)
 
+    def submit(items: list[WorkItem]) -> PrefectFuture:
+        if runner is None:
+            return enrich_chunk.submit(items, job=job)
+        return runner.submit(enrich_chunk, parameters={"items": items, "job": job})
+
     def fill() -> None:
         for items in queue:
-            in_flight[enrich_chunk.submit(items, **task_kwargs)] = len(items)
-            if len(in_flight) >= concurrency:
+            in_flight[submit(items)] = len(items)
+            if len(in_flight) >= job.settings.concurrency:
                 return
 
     fill()
@@ -86,8 +94,13 @@ def enrich_catalog(
     force: bool = False,
     batch: str | None = None,
     retry_failures: bool = False,
+    task_runner: TaskRunnerName | None = None,
 ) -> dict[str, Any]:
-    """Enrich a catalogue of images (describe, embed) and merge it into the Delta dataset."""
+    """Enrich a catalogue of images (describe, embed) and merge it into the Delta dataset.
+
+    ``task_runner``: where chunk tasks run, 'threads' or 'dask' (default: the
+    ``MEDIA_ENRICH_TASK_RUNNER`` setting of the process running the flow).
+    """
     started = time.perf_counter()
     settings = Settings(
         provider=provider,
@@ -99,6 +112,7 @@ def enrich_catalog(
         force=force,
         batch=batch,
         retry_failures=retry_failures,
+        **({"task_runner": task_runner} if task_runner else {}),
     )
     run_id = str(flow_run.get_id() or uuid.uuid4())
     store = Dataset(settings.dataset)
@@ -137,7 +151,13 @@ def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, s
         embedder.check_access()
 
     chunks = split_chunks(plan.items, settings.chunk_size)
-    staged = _run_chunks(chunks, concurrency=settings.concurrency, tracker=tracker, job=job)
+    if settings.task_runner == "threads":
+        chunk_runner = type(FlowRunContext.get().task_runner).__name__
+        staged = _run_chunks(chunks, job=job, tracker=tracker)
+    else:  # chosen per run, by a parameter or the worker's environment, not when the flow is declared
+        with task_runner_for(settings) as runner:
+            chunk_runner = type(runner).__name__
+            staged = _run_chunks(chunks, job=job, tracker=tracker, runner=runner)
 
     workers = sorted({c.worker for c in staged if c.worker})
     enriched = sum(c.enriched for c in staged)
@@ -173,7 +193,7 @@ def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, s
         "failed": failed,
         "given_up": len(plan.given_up),
         "chunks": len(chunks),
-        "task_runner": type(FlowRunContext.get().task_runner).__name__,
+        "task_runner": chunk_runner,
         "workers": workers,  # host:pid of the processes that ran chunk tasks
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,

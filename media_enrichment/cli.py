@@ -61,16 +61,9 @@ class _ProgressHandler(logging.Handler):
             self.bar.advance(self.task_id, advance)
 
 
-def run_flow_with_progress(*, settings: Settings | None = None, **parameters: Any) -> dict[str, Any]:
-    """Run the enrichment flow in this process with a progress bar on the terminal.
-
-    ``settings`` picks the task runner (threads, or Dask); the flow's parameters come as keywords.
-    """
-    from flows.enrich import enrich_catalog, task_runner_for
-
-    flow = enrich_catalog
-    if settings is not None and settings.task_runner != "threads":
-        flow = enrich_catalog.with_options(task_runner=task_runner_for(settings))
+def run_flow_with_progress(**parameters: Any) -> dict[str, Any]:
+    """Run the enrichment flow in this process with a progress bar on the terminal."""
+    from flows.enrich import enrich_catalog
 
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -86,7 +79,7 @@ def run_flow_with_progress(*, settings: Settings | None = None, **parameters: An
     progress_events.LOGGER.setLevel(logging.INFO)
     try:
         with bar:
-            return flow(**parameters)
+            return enrich_catalog(**parameters)
     finally:
         progress_events.LOGGER.removeHandler(handler)
 
@@ -137,15 +130,17 @@ def run(
     """Enrich a catalogue into the dataset (skips images already enriched with the same models)."""
     prepare_prefect_environment(verbose=verbose)
     try:
-        chosen = {"task_runner": task_runner, "dask_address": dask_address, "dask_workers": dask_workers}
-        runner_settings = _settings(
-            provider=provider, concurrency=concurrency, **{k: v for k, v in chosen.items() if v is not None}
-        )
+        # The Dask cluster is a setting of the process running the flow (MEDIA_ENRICH_DASK_*).
+        for name, value in (("DASK_ADDRESS", dask_address), ("DASK_WORKERS", dask_workers)):
+            if value is not None:
+                os.environ[f"MEDIA_ENRICH_{name}"] = str(value)
+        # Refuse a bad combination (e.g. Dask with per-process rate limits) before Prefect starts.
+        _settings(provider=provider, concurrency=concurrency, **({"task_runner": task_runner} if task_runner else {}))
         if "://" not in source:
             # Fail fast, before Prefect starts, on a malformed local catalogue (the flow checks too).
             load_catalog(source, limit=limit, batch=batch)
         summary = run_flow_with_progress(
-            settings=runner_settings,
+            task_runner=task_runner,
             source=source, dataset=dataset, provider=provider, chunk_size=chunk_size, concurrency=concurrency,
             embedding_dim=embedding_dim, limit=limit, force=force, batch=batch, retry_failures=retry_failures,
         )

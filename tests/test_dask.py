@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from flows.enrich import enrich_catalog, task_runner_for
+from flows.enrich import enrich_catalog
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
@@ -28,17 +28,24 @@ from tasks.chunk_job import ChunkJob, release_services, services_for
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def _on_dask(**settings):
-    return enrich_catalog.with_options(task_runner=task_runner_for(Settings(task_runner="dask", **settings)))
+@pytest.fixture
+def two_workers(monkeypatch):
+    """The local Dask cluster's size, a setting of the process that runs the flow (requested
+    after ``aws_env``, which clears MEDIA_ENRICH_ variables)."""
+    monkeypatch.setenv("MEDIA_ENRICH_DASK_WORKERS", "2")
 
 
 def _worker_pids(summary) -> set[int]:
     return {int(w.rsplit(":", 1)[1]) for w in summary["workers"]}
 
 
-def test_chunks_run_in_dask_worker_processes_and_write_what_threads_write(sample_manifest, enriched_sample, tmp_path):
-    flow = _on_dask(dask_workers=2, concurrency=4)
-    summary = flow(source=str(sample_manifest), dataset=str(tmp_path / "ds"), chunk_size=4, concurrency=4, embedding_dim=256)
+def test_chunks_run_in_dask_worker_processes_and_write_what_threads_write(
+    sample_manifest, enriched_sample, tmp_path, two_workers
+):
+    summary = enrich_catalog(
+        source=str(sample_manifest), dataset=str(tmp_path / "ds"), chunk_size=4, concurrency=4, embedding_dim=256,
+        task_runner="dask",
+    )
 
     assert summary["task_runner"] == "DaskTaskRunner"
     pids = _worker_pids(summary)
@@ -53,14 +60,13 @@ def test_chunks_run_in_dask_worker_processes_and_write_what_threads_write(sample
     assert all((a == b).all() for a, b in zip(rows["embedding"], reference["embedding"]))
 
 
-def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest, tmp_path, aws_env):
+def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest, tmp_path, aws_env, two_workers):
     with BedrockServer() as server:
         for key, value in server.env().items():
             aws_env.setenv(key, value)  # before the cluster starts: its workers inherit them
-        flow = _on_dask(dask_workers=2, concurrency=4, provider="bedrock")
-        summary = flow(
+        summary = enrich_catalog(
             source=str(sample_manifest), dataset=str(tmp_path / "ds"), provider="bedrock", chunk_size=8,
-            concurrency=4, embedding_dim=384,
+            concurrency=4, embedding_dim=384, task_runner="dask",
         )
         billed = server.counters.billed_images
     ids = sorted(pd.read_csv(sample_manifest, dtype=str)["image_id"])
@@ -72,7 +78,7 @@ def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest
     assert sorted(rows["image_id"]) == ids and all(len(v) == 384 for v in rows["embedding"])
 
 
-def test_rate_limits_on_dask_are_shared_by_the_worker_processes(sample_manifest, tmp_path, aws_env):
+def test_rate_limits_on_dask_are_shared_by_the_worker_processes(sample_manifest, tmp_path, aws_env, two_workers):
     """Two worker processes, each limited to 120 rpm through the same Prefect global limits: the
     server's quota (12 requests in any 4 s per model, 180 rpm) is never exceeded. Two separate
     token buckets of 120 rpm would send up to twice that."""
@@ -84,10 +90,9 @@ def test_rate_limits_on_dask_are_shared_by_the_worker_processes(sample_manifest,
             "BEDROCK_MAX_ATTEMPTS": "1",  # a quota refusal would show as a failed image, not be retried away
         }.items():
             aws_env.setenv(f"MEDIA_ENRICH_{key}", value)
-        flow = _on_dask(dask_workers=2, concurrency=4, provider="bedrock")
-        summary = flow(
+        summary = enrich_catalog(
             source=str(sample_manifest), dataset=str(tmp_path / "ds"), provider="bedrock", chunk_size=4,
-            concurrency=4, embedding_dim=256, limit=16,
+            concurrency=4, embedding_dim=256, limit=16, task_runner="dask",
         )
         outcomes = server.counters.outcomes
     assert len({int(w.rsplit(":", 1)[1]) for w in summary["workers"]}) == 2, "both workers ran chunks"
