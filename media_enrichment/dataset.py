@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -198,8 +199,7 @@ class Dataset:
         this predicate matches (two runs writing the same new image), and ``_upsert`` retries
         it on the new version.
         """
-        seen: set[str] = set()
-        repeated = [i for i in ids if i in seen or seen.add(i)]
+        repeated = [i for i, n in Counter(ids).items() if n > 1]
         if repeated:
             raise DatasetError(f"{len(repeated)} image_id(s) repeated in one commit, e.g. {repeated[:3]}")
         predicate = _ids_predicate(ids)

@@ -83,7 +83,7 @@ def build_services(job: ChunkJob) -> RunServices:
         transient_retries=settings.transient_retries,
         retry_delay_s=settings.retry_delay_s,
     )
-    options = aws_storage_options(session) if session is not None and is_remote(job.staging_dir) else {}
+    options = aws_storage_options(session) if is_remote(job.staging_dir) else {}  # {} without a block
     return RunServices(enricher=enricher, s3=s3, storage_options=options)
 
 
@@ -99,15 +99,16 @@ def services_for(job: ChunkJob) -> RunServices:
         ConfigError: this process would write other models or another prompt version than
             the flow planned with (e.g. a Dask worker with another prompt file).
     """
+    key = job.key
     with _lock:
-        found = _services.get(job.key)
+        found = _services.get(key)
         if found is None:
             found = build_services(job)
-            _services[job.key] = found
+            _services[key] = found
             while len(_services) > _KEEP:
                 _services.popitem(last=False)
         else:
-            _services.move_to_end(job.key)
+            _services.move_to_end(key)
     here = found.enricher.versions
     if job.versions is not None and here != job.versions:
         raise ConfigError(f"this worker would write {here.as_metadata()}, the run planned {job.versions.as_metadata()}")
