@@ -60,6 +60,20 @@ TITAN_LIMITS = ImageLimits(
     decode_slack=0.25,
 )
 
+# Amazon Nova Multimodal Embeddings: PNG, JPEG, GIF or WebP (``image.format``), one image per
+# request. Its schema gives no pixel limit; AWS documents 25 MB of inline (base64) payload and at
+# most 8000 x 8000 px for Nova image inputs. The embedder works at a reduced resolution
+# (``detailLevel`` STANDARD_IMAGE, the default), so, as for Titan, 2048 px on the long edge is
+# our ceiling to save bandwidth, not a resolution the model needs.
+NOVA_EMBED_LIMITS = ImageLimits(
+    name="nova-embed",
+    max_long_edge=2048,
+    max_pixels=2048 * 2048,
+    max_bytes=3_932_160,
+    media_types=("image/jpeg", "image/png", "image/webp", "image/gif"),
+    decode_slack=0.25,
+)
+
 
 @dataclass(frozen=True)
 class PreparedImage:

@@ -367,9 +367,13 @@ def embedder_for(index: VectorIndex, settings: Settings, *, provider: str | None
         embedder: Embedder = LocalEmbedder(dim=index.dim)
     else:
         from media_enrichment.providers import build_providers
+        from media_enrichment.providers.embedders import bedrock_embedder_class
 
-        if index.dim not in (256, 384, 1024):
-            raise ConfigError(f"Titan makes 256, 384 or 1024 dims, the dataset has {index.dim}")
+        made_by = bedrock_embedder_class(index.embedding_model)  # ConfigError for a model we cannot call
+        if index.dim not in made_by.dims:
+            raise ConfigError(
+                f"{index.embedding_model} makes {', '.join(map(str, made_by.dims))} dims, the dataset has {index.dim}"
+            )
         query_settings = settings.model_copy(
             update={"provider": "bedrock", "embedder_model_id": index.embedding_model, "embedding_dim": index.dim}
         )
@@ -450,7 +454,7 @@ def search_image(
     from media_enrichment.images import prepare_image
 
     check_embedder(index, embedder)
-    vector = embedder.embed_image(prepare_image(data, embedder.image_limits))
+    vector = embedder.embed_query_image(prepare_image(data, embedder.image_limits))
     return index.search_vector(vector, k=k, tags=tags, keywords=keywords, exclude=exclude)
 
 

@@ -56,6 +56,8 @@ class Embedder(ABC):
     model_id: str
     #: Vector length.
     dim: int
+    #: Every vector length this embedder can make (settings are validated against them).
+    dims: tuple[int, ...] = ()
     #: The limits images must be prepared to before ``embed_image`` sees them.
     image_limits: ImageLimits
 
@@ -80,6 +82,20 @@ class Embedder(ABC):
         Returns:
             A float32 vector of length ``dim``.
         """
+
+    def embed_query_image(self, image: PreparedImage) -> np.ndarray:
+        """Embed an image used as a search query (stored images go through ``embed_image``).
+
+        Embedders whose model optimises query vectors differently from stored ones override
+        this; by default a query image is embedded like a stored one.
+
+        Args:
+            image: the image, already within ``image_limits``.
+
+        Returns:
+            A float32 vector of length ``dim``.
+        """
+        return self.embed_image(image)
 
     def check_access(self) -> None:
         """Raise ``FatalProviderError`` if no image could be embedded."""

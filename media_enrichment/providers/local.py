@@ -542,6 +542,7 @@ class LocalEmbedder(Embedder):
     """
 
     image_limits: ImageLimits = TITAN_LIMITS
+    dims = LOCAL_EMBEDDING_DIMS
 
     def __init__(self, dim: int = 1024):
         """Set up the projection for one vector size.
