@@ -4,11 +4,20 @@ Prices are list prices for on-demand use in US regions as published by AWS (USD)
 and differ by region, so they are defaults to override with a JSON file of your own
 (``MEDIA_ENRICH_PRICE_FILE`` / ``--prices``)::
 
-    {"anthropic.claude-3-haiku": {"input_per_mtok": 0.25, "output_per_mtok": 1.25},
+    {"anthropic.claude-haiku-4-5": {"input_per_mtok": 1.0, "output_per_mtok": 5.0},
      "amazon.titan-embed-image-v1": {"per_image": 0.00006, "input_per_mtok": 0.8}}
 
-Keys match model ids by prefix, after dropping a cross-region inference profile's geography
-(``us.``, ``eu.``, ``apac.``, ``global.``); the longest matching key wins.
+Keys match model ids by prefix; the longest matching key wins. A key may name a geographic
+inference profile (``us.anthropic.claude-haiku-4-5``): ids of that profile get its price.
+Otherwise the profile's geography (``us.``, ``eu.``, ``apac.``, ``jp.``, ``au.``, ``global.`` …)
+is dropped and the base model's key applies, so ``global.anthropic.claude-haiku-4-5-…`` costs
+what ``anthropic.claude-haiku-4-5`` does. An ARN is priced by the id after its last ``/``.
+
+From Claude Sonnet 4.5, Haiku 4.5 and Opus 4.5 on, AWS prices the geographic (regional)
+profiles about 10% above the global ones (its global cross-Region inference page: "approximately
+10% savings on both input and output token pricing compared to geographic cross-Region
+inference"): the base keys hold the global price, the ``us.`` / ``eu.`` / ``jp.`` / ``au.`` …
+keys that price plus 10%. A file that sets a base key replaces those default profile keys too.
 """
 
 from __future__ import annotations
@@ -46,11 +55,36 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "anthropic.claude-3-7-sonnet": ModelPrice(3.00, 15.00),
     "anthropic.claude-sonnet-4": ModelPrice(3.00, 15.00),
     "anthropic.claude-3-opus": ModelPrice(15.00, 75.00),
+    "anthropic.claude-opus-4": ModelPrice(15.00, 75.00),  # Opus 4 and 4.1
     "amazon.titan-embed-image-v1": ModelPrice(input_per_mtok=0.80, per_image=0.00006),
     "local/": ModelPrice(),  # the offline provider costs nothing
 }
 
-_GEOGRAPHIES = ("us.", "eu.", "apac.", "us-gov.", "global.", "jp.", "au.", "ca.")
+_GEOGRAPHIES = ("us.", "eu.", "apac.", "us-gov.", "global.", "jp.", "au.", "ca.", "in.")
+
+#: Claude 4.5+ list prices, which the global profile (``global.``) pays.
+_CLAUDE_GLOBAL_PRICED: dict[str, ModelPrice] = {
+    "anthropic.claude-haiku-4-5": ModelPrice(1.00, 5.00),
+    "anthropic.claude-sonnet-4-5": ModelPrice(3.00, 15.00),
+    "anthropic.claude-sonnet-4-6": ModelPrice(3.00, 15.00),
+    "anthropic.claude-opus-4-5": ModelPrice(5.00, 25.00),
+    "anthropic.claude-opus-4-6": ModelPrice(5.00, 25.00),
+}
+#: Geographic profiles of those models cost about 10% more than the global one.
+REGIONAL_PROFILE_PREMIUM = 1.10
+_REGIONAL_GEOGRAPHIES = ("us.", "eu.", "apac.", "jp.", "au.", "ca.", "in.")
+
+DEFAULT_PRICES.update(_CLAUDE_GLOBAL_PRICED)
+DEFAULT_PRICES.update(
+    {
+        geography + key: ModelPrice(
+            round(price.input_per_mtok * REGIONAL_PROFILE_PREMIUM, 6),
+            round(price.output_per_mtok * REGIONAL_PROFILE_PREMIUM, 6),
+        )
+        for key, price in _CLAUDE_GLOBAL_PRICED.items()
+        for geography in _REGIONAL_GEOGRAPHIES
+    }
+)
 
 
 def load_prices(path: Path | None = None) -> dict[str, ModelPrice]:
@@ -67,21 +101,43 @@ def load_prices(path: Path | None = None) -> dict[str, ModelPrice]:
         return prices
     try:
         entries = json.loads(Path(path).read_text())
-        prices.update({key: ModelPrice(**value) for key, value in entries.items()})
+        given = {key: ModelPrice(**value) for key, value in entries.items()}
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"price file {path} is not a JSON object of model prices: {exc}") from exc
+    # A base key of the file replaces the default profile keys derived from it, unless it sets them too.
+    for key in given:
+        for geography in _GEOGRAPHIES:
+            if geography + key not in given:
+                prices.pop(geography + key, None)
+    prices.update(given)
     return prices
 
 
 def price_for(model_id: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:
-    """The price of a model id (longest prefix match), or None if the table does not know it."""
-    bare = model_id
+    """The price of a model id, inference profile id or ARN.
+
+    Args:
+        model_id: e.g. ``us.anthropic.claude-haiku-4-5-20251001-v1:0``.
+        prices: the price table (``load_prices``).
+
+    Returns:
+        The longest key matching the id itself (a profile-specific price), else the longest
+        matching the id without its profile geography (the base model's price); None if the
+        table knows neither.
+    """
+    model = model_id.strip()
+    if model.startswith("arn:"):
+        model = model.rsplit("/", 1)[-1]
+    candidates = [model]
     for geography in _GEOGRAPHIES:
-        if bare.startswith(geography):
-            bare = bare[len(geography) :]
+        if model.startswith(geography):
+            candidates.append(model[len(geography) :])
             break
-    matches = [key for key in prices if bare.startswith(key)]
-    return prices[max(matches, key=len)] if matches else None
+    for candidate in candidates:
+        matches = [key for key in prices if candidate.startswith(key)]
+        if matches:
+            return prices[max(matches, key=len)]
+    return None
 
 
 def run_cost(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,11 +32,13 @@ from media_enrichment.providers.bedrock import (
     build_bedrock_providers,
     extract_json_object,
     parse_claude_answer,
+    resolve_describer_model,
     translate_error,
 )
 from media_enrichment.testing import BedrockServer, FaultPlan
+from media_enrichment.testing.bedrock_server import SAMPLING_MESSAGE
 
-CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 TITAN = "amazon.titan-embed-image-v1"
 ATTEMPTS = 3  # botocore attempts per request in these tests
 TURNS = 3  # 1 + BedrockDescriber's default 2 corrective turns
@@ -48,13 +51,16 @@ TURNS = 3  # 1 + BedrockDescriber's default 2 corrective turns
 
 @pytest.fixture
 def bedrock(aws_env: pytest.MonkeyPatch):
-    """Start a loopback server and point boto3 at it (AWS_ENDPOINT_URL_BEDROCK_RUNTIME)."""
+    """Start a loopback server and point boto3 at it (AWS_ENDPOINT_URL_BEDROCK_RUNTIME, and
+    AWS_ENDPOINT_URL_BEDROCK for the control plane unless ``control_plane=False``)."""
     servers: list[BedrockServer] = []
 
-    def start(**kwargs) -> BedrockServer:
+    def start(*, control_plane: bool = True, **kwargs) -> BedrockServer:
         server = BedrockServer(max_lifetime=120, **kwargs).start()
         servers.append(server)
         aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
+        if control_plane:
+            aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK", server.endpoint_url)
         return server
 
     yield start
@@ -154,7 +160,7 @@ def test_wrong_media_type_is_rejected_once_without_retry(bedrock):
 
 def test_inference_profile_id_is_accepted_and_url_decoded_by_the_server(bedrock):
     server = bedrock()
-    profile = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+    profile = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
     describer, _ = build_bedrock_providers(settings(describer_model_id=profile))
     describer.describe(prepared(png(3)))
     assert dict(server.counters.requests) == {profile: 1}
@@ -208,6 +214,169 @@ def test_endpoint_comes_from_boto3_configuration_only(aws_env):
     assert client.meta.config.max_pool_connections == 10
     with pytest.raises(ConfigError):
         make_session(profile="no-such-profile", region=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which Claude model: the default through a profile, fix lines, lifecycle warnings
+# ---------------------------------------------------------------------------------------------
+
+HAIKU_45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
+RETIRED = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def test_default_describer_is_haiku_45_through_the_profile_of_the_regions_geography():
+    expected = {
+        "us-east-1": "us", "us-west-2": "us", "eu-west-1": "eu", "eu-central-1": "eu", "ap-northeast-1": "jp",
+        "ap-northeast-3": "jp", "ap-southeast-2": "au", "ap-southeast-4": "au", "ap-southeast-1": "global",
+        "ap-south-1": "global", "ca-central-1": "global", "sa-east-1": "global", "us-gov-west-1": "global",
+        "xx-nowhere-9": "global", None: "global",
+    }
+    for region, geography in expected.items():
+        assert resolve_describer_model(region) == f"{geography}.{HAIKU_45}", region
+    # Anything configured is used verbatim: model ids, profile ids, ARNs.
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3"
+    for configured in ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", HAIKU_45, arn):
+        assert resolve_describer_model("us-east-1", configured) == configured
+    assert resolve_describer_model("eu-west-1", "  ") == f"eu.{HAIKU_45}"
+    assert Settings().describer_model_id is None
+
+
+def test_a_run_in_a_european_region_calls_the_eu_profile_of_haiku_45(bedrock):
+    server = bedrock()
+    describer, _ = build_bedrock_providers(settings(aws_region="eu-west-3"))
+    assert describer.model_id == f"eu.{HAIKU_45}" and describer.region == "eu-west-3"
+    describer.check_access()
+    describer.describe(prepared(png(30)))
+    assert dict(server.counters.requests) == {f"eu.{HAIKU_45}": 2}
+    assert {r.credential.split("/")[1] for r in server.counters.log} == {"eu-west-3"}
+
+
+def test_the_body_carries_temperature_or_nothing_never_top_p(bedrock):
+    server = bedrock()
+    describer, _ = build_bedrock_providers(settings())
+    body = describer.request_body([describer.image_message(prepared(png(31)))])
+    assert "temperature" not in body and "top_p" not in body
+    warm = BedrockDescriber(describer.client, model_id=f"global.{HAIKU_45}", temperature=0.2)
+    body = warm.request_body([warm.image_message(prepared(png(31)))])
+    assert body["temperature"] == 0.2 and "top_p" not in body
+    warm.check_access()  # Claude 4.5 refuses temperature with top_p: the server would answer 400
+    assert warm.describe(prepared(png(31))).metadata.title
+    assert server.counters.outcomes == {"ok": 2}
+
+
+def test_check_access_turns_a_retired_model_into_one_line_naming_the_fix(bedrock):
+    server = bedrock()
+    describer, _ = build_bedrock_providers(settings(describer_model_id=RETIRED))
+    with pytest.raises(FatalProviderError) as info:
+        describer.check_access()
+    assert str(info.value) == (
+        f"model {RETIRED} has reached end of life on Bedrock (region us-east-1): set MEDIA_ENRICH_DESCRIBER_MODEL_ID "
+        f"to a current one such as us.{HAIKU_45} (or unset it for the default)"
+    )
+    assert info.value.code == "ResourceNotFoundException"
+    with pytest.raises(FatalProviderError, match="end of life"):  # mid-run too, it stops the run
+        describer.describe(prepared(png(32)))
+    assert server.counters.outcomes == {"end_of_life": 2}  # a 404 is not retried
+
+
+def test_check_access_turns_a_bare_claude_4_id_into_the_profile_to_set(bedrock):
+    server = bedrock()
+    describer, _ = build_bedrock_providers(settings(describer_model_id=HAIKU_45, aws_region="eu-central-1"))
+    with pytest.raises(FatalProviderError) as info:
+        describer.check_access()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"model {HAIKU_45} is not served on demand")
+    assert message.endswith(f"use an inference profile: set MEDIA_ENRICH_DESCRIBER_MODEL_ID=eu.{HAIKU_45}")
+    with pytest.raises(FatalProviderError):  # no image could succeed: fatal, not a failure row per image
+        describer.describe(prepared(png(33)))
+    assert server.counters.outcomes == {"profile_required": 2}
+
+    fixed, _ = build_bedrock_providers(settings(describer_model_id=f"eu.{HAIKU_45}", aws_region="eu-central-1"))
+    fixed.check_access()  # the advice works
+
+
+def test_a_refused_sampling_pair_gets_a_fix_line_too(aws_env):
+    client = bedrock_runtime_client(make_session(profile=None, region="us-east-1"), settings=settings())
+    describer = BedrockDescriber(client, model_id=CLAUDE)
+    service = translate_error(
+        ClientError(
+            {"Error": {"Code": "ValidationException", "Message": SAMPLING_MESSAGE},
+             "ResponseMetadata": {"HTTPStatusCode": 400}},
+            "InvokeModel",
+        ),
+        model_id=CLAUDE,
+        region="us-east-1",
+    )
+    assert isinstance(service, RejectedRequestError)
+    line = describer._fix_line(str(service), service.code)
+    assert line == (
+        f"model {CLAUDE} refuses temperature and top_p together (region us-east-1): "
+        "send only one of them (the describer's temperature setting)"
+    )
+    assert describer._fix_line("ValidationException (HTTP 400): something else", "ValidationException") is None
+
+
+def test_a_legacy_model_warns_with_its_end_of_life_date_before_the_run(bedrock, caplog):
+    server = bedrock(legacy_models={HAIKU_45: "2027-03-31"})
+    describer, _ = build_bedrock_providers(settings())
+    with caplog.at_level(logging.WARNING, logger="media_enrichment.providers.bedrock"):
+        describer.check_access()
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    text = warning.getMessage()
+    assert f"model {CLAUDE} ({HAIKU_45}) is LEGACY on Bedrock and reaches end of life on 2027-03-31" in text
+    # The default itself is legacy here: no suggestion of the same model.
+    assert text.endswith("set MEDIA_ENRICH_DESCRIBER_MODEL_ID to a current model before then")
+    assert describer.lifecycle.status == "LEGACY" and describer.lifecycle.end_of_life.year == 2027
+    # The profile id was looked up by its base model, once; InvokeModel counted apart.
+    assert dict(server.foundation_model_requests) == {HAIKU_45: 1}
+    assert server.counters.outcomes == {"ok": 1}
+
+    server.mark_legacy(HAIKU_45, "2027-03-31", extended_access_from="2027-01-15")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="media_enrichment.providers.bedrock"):
+        describer.check_access()
+    assert "higher prices from 2027-01-15" in caplog.records[-1].getMessage()
+
+    sonnet = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    server.mark_legacy(sonnet, "2027-05-01")
+    other, _ = build_bedrock_providers(settings(describer_model_id="global." + sonnet))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="media_enrichment.providers.bedrock"):
+        other.check_access()
+    assert caplog.records[-1].getMessage().endswith(
+        f"reaches end of life on 2027-05-01 (region us-east-1): set MEDIA_ENRICH_DESCRIBER_MODEL_ID to a current "
+        f"model such as {CLAUDE} before then"
+    )
+
+
+def test_an_active_model_gives_no_warning(bedrock, caplog):
+    server = bedrock()
+    describer, _ = build_bedrock_providers(settings())
+    with caplog.at_level(logging.WARNING, logger="media_enrichment.providers.bedrock"):
+        describer.check_access()
+    assert describer.lifecycle.status == "ACTIVE" and describer.lifecycle.model_id == HAIKU_45
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert dict(server.foundation_model_requests) == {HAIKU_45: 1}
+
+
+def test_without_get_foundation_model_permission_nothing_breaks(bedrock, caplog):
+    server = bedrock(control_plane_denied=True, legacy_models={HAIKU_45: "2027-03-31"})
+    describer, _ = build_bedrock_providers(settings())
+    with caplog.at_level(logging.DEBUG, logger="media_enrichment.providers.bedrock"):
+        describer.check_access()
+    assert describer.lifecycle is None
+    assert dict(server.foundation_model_requests) == {HAIKU_45: 1}  # asked once, refused, not retried
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("AccessDenied" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert server.counters.outcomes == {"ok": 1}
+
+
+def test_lifecycle_is_not_looked_up_at_aws_when_only_the_runtime_endpoint_is_redirected(bedrock):
+    server = bedrock(control_plane=False, legacy_models={HAIKU_45: "2027-03-31"})
+    describer, _ = build_bedrock_providers(settings())
+    assert describer.control_client is None
+    describer.check_access()
+    assert describer.lifecycle is None and not server.foundation_model_requests
 
 
 # ---------------------------------------------------------------------------------------------

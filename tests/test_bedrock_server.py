@@ -15,11 +15,12 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 from PIL import Image
 
-from media_enrichment.aws import bedrock_runtime_client, make_session
+from media_enrichment.aws import bedrock_control_client, bedrock_runtime_client, make_session
 from media_enrichment.config import Settings
 from media_enrichment.testing import BedrockServer, FaultPlan
 
-CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+HAIKU_45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
+CLAUDE = "us." + HAIKU_45
 TITAN = "amazon.titan-embed-image-v1"
 
 
@@ -160,14 +161,115 @@ def test_claude_validation_like_the_service(server):
 
 
 def test_unknown_and_denied_models(aws_env):
-    with BedrockServer(denied_models={CLAUDE}, max_lifetime=60) as srv:
+    with BedrockServer(denied_models={HAIKU_45}, max_lifetime=60) as srv:
         aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
         bedrock = client()
         body = claude_body(encode())
-        assert error_of(bedrock, CLAUDE, body)[:2] == ("AccessDeniedException", 403)
-        assert error_of(bedrock, "us." + CLAUDE, body)[:2] == ("AccessDeniedException", 403)
+        assert error_of(bedrock, "us." + HAIKU_45, body)[:2] == ("AccessDeniedException", 403)
+        assert error_of(bedrock, "global." + HAIKU_45, body)[:2] == ("AccessDeniedException", 403)
         assert error_of(bedrock, "anthropic.claude-0-v0", body)[:2] == ("ResourceNotFoundException", 404)
-        assert invoke(bedrock, "eu.anthropic.claude-3-5-haiku-20241022-v1:0", body)["stop_reason"] == "tool_use"
+        assert invoke(bedrock, "eu.anthropic.claude-sonnet-4-5-20250929-v1:0", body)["stop_reason"] == "tool_use"
+
+
+# ---------------------------------------------------------------------------------------------
+# Service-like model rules: retired versions, inference profiles, sampling parameters
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "us.anthropic.claude-3-haiku-20240307-v1:0",
+        "anthropic.claude-3-sonnet-20240229-v1:0",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        "us.anthropic.claude-3-7-sonnet-20250219-v1:0",
+    ],
+)
+def test_retired_claude_versions_answer_end_of_life(server, model):
+    code, status, message = error_of(client(), model, claude_body(encode()))
+    assert (code, status) == ("ResourceNotFoundException", 404)
+    assert message.startswith("This model version has reached the end of its life")
+    assert server.counters.outcomes == {"end_of_life": 1}
+    assert not server.counters.billed_images
+
+
+def test_claude_4_base_ids_need_an_inference_profile_and_profiles_are_served(server):
+    bedrock = client()
+    body = claude_body(encode())
+    for base in (HAIKU_45, "anthropic.claude-sonnet-4-5-20250929-v1:0", "anthropic.claude-sonnet-4-20250514-v1:0"):
+        code, status, message = error_of(bedrock, base, body)
+        assert (code, status) == ("ValidationException", 400)
+        assert message == (
+            f"Invocation of model ID {base} with on-demand throughput isn\u2019t supported. Retry your request "
+            "with the ID or ARN of an inference profile that contains this model."
+        )
+    foundation_arn = f"arn:aws:bedrock:us-east-1::foundation-model/{HAIKU_45}"
+    assert error_of(bedrock, foundation_arn, body)[:2] == ("ValidationException", 400)
+    profiles = [f"{geo}.{HAIKU_45}" for geo in ("us", "eu", "jp", "au", "global")]
+    profiles.append(f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.{HAIKU_45}")
+    for profile in profiles:
+        assert invoke(bedrock, profile, body)["stop_reason"] == "tool_use", profile
+    assert server.counters.outcomes == {"profile_required": 4, "ok": len(profiles)}
+
+
+def test_claude_45_and_later_refuse_temperature_with_top_p(server):
+    bedrock = client()
+    both = claude_body(encode(), temperature=0.2, top_p=0.9)
+    for model in (CLAUDE, "global.anthropic.claude-sonnet-4-5-20250929-v1:0", "us.anthropic.claude-opus-4-1-20250805-v1:0"):
+        code, status, message = error_of(bedrock, model, both)
+        assert (code, status) == ("ValidationException", 400), model
+        assert message == "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+    assert invoke(bedrock, CLAUDE, claude_body(encode(), temperature=0.2))["stop_reason"] == "tool_use"
+    assert invoke(bedrock, CLAUDE, claude_body(encode(), top_p=0.9))["stop_reason"] == "tool_use"
+    assert invoke(bedrock, "us.anthropic.claude-sonnet-4-20250514-v1:0", both)["stop_reason"] == "tool_use"
+    assert server.counters.outcomes == {"validation": 3, "ok": 3}
+
+
+# ---------------------------------------------------------------------------------------------
+# Control plane: GetFoundationModel
+# ---------------------------------------------------------------------------------------------
+
+
+def control(srv: BedrockServer, aws_env):
+    aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK", srv.endpoint_url)
+    return bedrock_control_client(make_session(profile=None, region=None), settings=Settings())
+
+
+def test_get_foundation_model_reports_the_lifecycle(aws_env):
+    with BedrockServer(max_lifetime=60, legacy_models={"anthropic.claude-sonnet-4-5-20250929-v1:0": "2027-03-31"}) as srv:
+        bedrock = control(srv, aws_env)
+        active = bedrock.get_foundation_model(modelIdentifier=HAIKU_45)["modelDetails"]
+        assert active["modelId"] == HAIKU_45 and active["modelLifecycle"]["status"] == "ACTIVE"
+        assert active["modelArn"] == f"arn:aws:bedrock:us-east-1::foundation-model/{HAIKU_45}"
+        assert active["inferenceTypesSupported"] == ["INFERENCE_PROFILE"]
+
+        legacy = bedrock.get_foundation_model(modelIdentifier="anthropic.claude-sonnet-4-5-20250929-v1:0")
+        lifecycle = legacy["modelDetails"]["modelLifecycle"]
+        assert lifecycle["status"] == "LEGACY"
+        assert lifecycle["endOfLifeTime"].date().isoformat() == "2027-03-31"
+        assert lifecycle["legacyTime"] < lifecycle["endOfLifeTime"]
+
+        srv.mark_legacy(TITAN, "2027-06-30", extended_access_from="2027-04-01")
+        titan = bedrock.get_foundation_model(modelIdentifier=TITAN)["modelDetails"]["modelLifecycle"]
+        assert titan["status"] == "LEGACY" and titan["publicExtendedAccessTime"].date().isoformat() == "2027-04-01"
+
+        for missing in ("us." + HAIKU_45, "anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-0-v0"):
+            with pytest.raises(ClientError) as info:
+                bedrock.get_foundation_model(modelIdentifier=missing)
+            assert info.value.response["Error"]["Code"] == "ResourceNotFoundException", missing
+        assert srv.foundation_model_requests[HAIKU_45] == 1 and sum(srv.foundation_model_requests.values()) == 6
+        assert srv.counters.total == 0, "control-plane calls are not InvokeModel calls"
+
+
+def test_get_foundation_model_can_be_refused(aws_env):
+    with BedrockServer(max_lifetime=60, control_plane_denied=True) as srv:
+        with pytest.raises(ClientError) as info:
+            control(srv, aws_env).get_foundation_model(modelIdentifier=HAIKU_45)
+        assert info.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
 def test_errors_are_sent_the_way_bedrock_sends_them(server):

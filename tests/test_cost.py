@@ -20,6 +20,45 @@ def test_price_lookup_strips_inference_profile_geography_and_prefers_longest_key
     assert price_for("mistral.pixtral", prices) is None
 
 
+HAIKU_45 = "anthropic.claude-haiku-4-5-20251001-v1:0"
+
+
+def test_haiku_45_costs_1_and_5_dollars_globally_and_10_percent_more_through_a_geographic_profile():
+    assert price_for(HAIKU_45, DEFAULT_PRICES) == ModelPrice(1.00, 5.00)
+    assert price_for("global." + HAIKU_45, DEFAULT_PRICES) == ModelPrice(1.00, 5.00)
+    for geography in ("us.", "eu.", "jp.", "au."):
+        assert price_for(geography + HAIKU_45, DEFAULT_PRICES) == ModelPrice(1.10, 5.50), geography
+    arn = "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu." + HAIKU_45
+    assert price_for(arn, DEFAULT_PRICES) == ModelPrice(1.10, 5.50)
+    assert price_for("global.anthropic.claude-sonnet-4-5-20250929-v1:0", DEFAULT_PRICES) == ModelPrice(3.00, 15.00)
+    assert price_for("us.anthropic.claude-sonnet-4-5-20250929-v1:0", DEFAULT_PRICES) == ModelPrice(3.30, 16.50)
+    assert price_for("us.anthropic.claude-opus-4-5-20251101-v1:0", DEFAULT_PRICES) == ModelPrice(5.50, 27.50)
+    # Older models have one price whatever the profile; an application profile ARN names no model.
+    assert price_for("us.anthropic.claude-3-5-sonnet-20240620-v1:0", DEFAULT_PRICES) == ModelPrice(3.00, 15.00)
+    assert price_for("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2", DEFAULT_PRICES) is None
+    cost = run_cost(
+        enrichment_model="us." + HAIKU_45, embedding_model="amazon.titan-embed-image-v1",
+        input_tokens=2_000_000, output_tokens=1_000_000, images=0, prices=DEFAULT_PRICES,
+    )
+    assert cost == pytest.approx(2 * 1.10 + 5.50)
+
+
+def test_a_price_file_base_key_reprices_its_profiles_unless_it_names_them(tmp_path):
+    file = tmp_path / "prices.json"
+    file.write_text(json.dumps({"anthropic.claude-haiku-4-5": {"input_per_mtok": 0.5, "output_per_mtok": 2.5}}))
+    prices = load_prices(file)
+    assert price_for("us." + HAIKU_45, prices) == ModelPrice(0.5, 2.5)
+    assert price_for("global." + HAIKU_45, prices) == ModelPrice(0.5, 2.5)
+    assert price_for("us.anthropic.claude-sonnet-4-5-20250929-v1:0", prices) == ModelPrice(3.30, 16.50)  # untouched
+    file.write_text(json.dumps({
+        "anthropic.claude-haiku-4-5": {"input_per_mtok": 0.5, "output_per_mtok": 2.5},
+        "eu.anthropic.claude-haiku-4-5": {"input_per_mtok": 0.6, "output_per_mtok": 3.0},
+    }))
+    prices = load_prices(file)
+    assert price_for("eu." + HAIKU_45, prices) == ModelPrice(0.6, 3.0)
+    assert price_for("jp." + HAIKU_45, prices) == ModelPrice(0.5, 2.5)
+
+
 def test_run_cost_adds_tokens_and_images():
     cost = run_cost(
         enrichment_model="anthropic.claude-3-haiku-x", embedding_model="amazon.titan-embed-image-v1",
@@ -52,16 +91,20 @@ def test_estimate_catalog_and_cli(tmp_path):
     (tmp_path / "c.jpg").write_text("not an image")
     catalog = load_catalog(tmp_path)
     estimate = estimate_catalog(
-        catalog, read=read_bytes, enrichment_model="anthropic.claude-3-haiku-20240307-v1:0",
+        catalog, read=read_bytes, enrichment_model="eu." + HAIKU_45,
         embedding_model="amazon.titan-embed-image-v1", prompt_tokens_per_image=500, output_tokens_per_image=300,
         prices=DEFAULT_PRICES,
     )
     assert estimate.images == 2 and estimate.unreadable == 1
     assert estimate.image_tokens == image_tokens(1500, 1000) + image_tokens(300, 300)
     assert estimate.input_tokens == estimate.image_tokens + 1000
-    expected = (estimate.input_tokens * 0.25 + 600 * 1.25) / 1e6 + 2 * 0.00006
+    expected = (estimate.input_tokens * 1.10 + 600 * 5.50) / 1e6 + 2 * 0.00006
     assert estimate.cost_usd == pytest.approx(expected)
 
-    result = CliRunner().invoke(app, ["estimate", str(tmp_path)], env={"COLUMNS": "200"})
+    # The CLI prices the model a run would call: the default's profile for the region.
+    result = CliRunner().invoke(
+        app, ["estimate", str(tmp_path)], env={"COLUMNS": "200", "MEDIA_ENRICH_AWS_REGION": "eu-west-1"}
+    )
     assert result.exit_code == 0, result.output
     assert "image tokens" in result.output and str(estimate.image_tokens) in result.output
+    assert "eu." + HAIKU_45 in result.output

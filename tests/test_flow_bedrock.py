@@ -18,7 +18,7 @@ from media_enrichment.testing import BedrockServer, FaultPlan
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 TITAN = "amazon.titan-embed-image-v1"
 
 

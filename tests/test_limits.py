@@ -11,7 +11,7 @@ from media_enrichment.config import Settings
 from media_enrichment.errors import ConfigError
 from media_enrichment.throttle import build_gates
 
-MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in a us- region
 
 
 def _settings(**values) -> Settings:

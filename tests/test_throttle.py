@@ -19,7 +19,7 @@ from media_enrichment.aws import bedrock_runtime_client, make_session
 from media_enrichment.testing import BedrockServer, FaultPlan
 from media_enrichment.throttle import AdaptiveConcurrency, ModelGate, RateLimiter, TokenBucket, build_gates
 
-CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 
 
 class FakeClock:

@@ -47,6 +47,15 @@ the gate of the call in flight on that thread: a throttled attempt cuts the gate
 concurrency and takes one more request from its budget before botocore's retry; a success
 grows the concurrency back. The hook only observes: botocore's retry decision is unchanged.
 
+Which Claude model
+------------------
+Unless a model is configured, the describer is Claude Haiku 4.5 through the cross-Region
+inference profile of the run's region's geography (``resolve_describer_model``): Claude 4.x
+models are not served on demand by their bare id. A configured model id, profile id or ARN is
+used verbatim. The start-up check (``BedrockDescriber.check_access``) turns a retired model, a
+bare id that needs a profile, or a refused parameter into one line naming the fix, and, where
+the caller may call ``bedrock:GetFoundationModel``, warns when the model is ``LEGACY``.
+
 Errors are translated at this edge (``translate_error``): nothing botocore-specific escapes
 this module.
 """
@@ -60,6 +69,8 @@ import math
 import re
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -80,7 +91,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import ValidationError
 
-from media_enrichment.aws import bedrock_runtime_client, make_session
+from media_enrichment.aws import bedrock_control_client, bedrock_runtime_client, make_session
 from media_enrichment.config import Settings
 from media_enrichment.errors import (
     ConfigError,
@@ -100,14 +111,20 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ANTHROPIC_VERSION",
+    "DEFAULT_DESCRIBER_BASE_MODEL",
     "METADATA_TOOL",
     "TITAN_DIMS",
     "BedrockDescriber",
     "BedrockEmbedder",
+    "ModelLifecycle",
+    "base_model_id",
     "build_bedrock_providers",
     "estimate_claude_input_tokens",
     "install_gate_hook",
+    "model_lifecycle",
     "parse_claude_answer",
+    "profile_geography",
+    "resolve_describer_model",
     "translate_error",
 ]
 
@@ -142,6 +159,176 @@ METADATA_TOOL: dict[str, Any] = {
         "required": ["title", "description", "keywords", "tags", "ocr_texts"],
     },
 }
+
+# ---------------------------------------------------------------------------------------------
+# Which Claude model: the default, inference profiles, lifecycle
+# ---------------------------------------------------------------------------------------------
+
+#: The default describer, Claude Haiku 4.5, called through an inference profile: Claude 4.x
+#: models are served on demand only through one (the bare id is refused).
+DEFAULT_DESCRIBER_BASE_MODEL = "anthropic.claude-haiku-4-5-20251001-v1:0"
+#: The setting a user changes to pick another describer (named in the fix lines).
+DESCRIBER_SETTING = "MEDIA_ENRICH_DESCRIBER_MODEL_ID"
+
+#: Region (or region prefix) -> geography of Claude Haiku 4.5's cross-Region inference profiles
+#: (its Bedrock model card lists us., eu., jp., au. and global.). The longest match wins; a
+#: region matching none (Canada, South America, most of Asia Pacific, GovCloud, or an unknown
+#: region) uses the global profile.
+_HAIKU_45_GEOGRAPHIES: dict[str, str] = {
+    "us-gov-": "global",  # GovCloud has no us. profile of this model: set the model id explicitly there
+    "us-": "us",
+    "eu-": "eu",
+    "ap-northeast-1": "jp",  # Tokyo
+    "ap-northeast-3": "jp",  # Osaka
+    "ap-southeast-2": "au",  # Sydney
+    "ap-southeast-4": "au",  # Melbourne
+}
+#: Prefixes of system-defined (cross-Region) inference profile ids.
+PROFILE_GEOGRAPHIES = ("us-gov", "us", "eu", "apac", "jp", "au", "ca", "in", "global")
+
+_EOL_MESSAGE = re.compile(r"reached the end of its life|end[- ]of[- ]life", re.IGNORECASE)
+_ON_DEMAND_MESSAGE = re.compile(
+    r"on-demand throughput isn\S?t supported|inference profile that contains", re.IGNORECASE
+)
+_SAMPLING_MESSAGE = re.compile(r"temperature`? and `?top_p`? cannot both be specified", re.IGNORECASE)
+
+
+def profile_geography(region: str | None) -> str:
+    """The geography of the default model's inference profile for a region.
+
+    Args:
+        region: the AWS region of the run (``client.meta.region_name``), or ``None``.
+
+    Returns:
+        ``"us"``, ``"eu"``, ``"jp"`` or ``"au"`` where Claude Haiku 4.5 has a profile of that
+        geography; ``"global"`` for any other or unknown region.
+    """
+    region = (region or "").strip().lower()
+    matches = [prefix for prefix in _HAIKU_45_GEOGRAPHIES if region.startswith(prefix)]
+    return _HAIKU_45_GEOGRAPHIES[max(matches, key=len)] if matches else "global"
+
+
+def resolve_describer_model(region: str | None, model_id: str | None = None) -> str:
+    """The Claude model id the describer calls: the one configured, or the default's profile.
+
+    Args:
+        region: the run's AWS region (picks the default's geography); ``None`` if unknown.
+        model_id: ``settings.describer_model_id``: any model id, profile id or ARN is returned
+            verbatim (without surrounding blanks); ``None`` or blank means the default.
+
+    Returns:
+        E.g. ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` for us-east-1, ``global.anthropic…``
+        for a region without a geographic profile.
+    """
+    if model_id is not None and model_id.strip():
+        return model_id.strip()
+    return f"{profile_geography(region)}.{DEFAULT_DESCRIBER_BASE_MODEL}"
+
+
+def base_model_id(model_id: str) -> str | None:
+    """The foundation model behind a model id, a cross-Region profile id, or their ARNs.
+
+    Args:
+        model_id: e.g. ``us.anthropic.claude-haiku-4-5-20251001-v1:0`` or
+            ``arn:aws:bedrock:us-east-1:123456789012:inference-profile/global.anthropic.…``.
+
+    Returns:
+        The foundation model id (``anthropic.claude-haiku-4-5-20251001-v1:0``), or ``None`` for an
+        ARN that does not name one (application inference profiles, provisioned models).
+    """
+    model_id = model_id.strip()
+    if model_id.startswith("arn:"):
+        kind, _, name = model_id.split(":", 5)[-1].partition("/")
+        if kind not in ("foundation-model", "inference-profile") or not name:
+            return None
+        model_id = name
+    head, dot, rest = model_id.partition(".")
+    if dot and rest and head in PROFILE_GEOGRAPHIES:
+        return rest
+    return model_id
+
+
+@dataclass(frozen=True)
+class ModelLifecycle:
+    """A foundation model's lifecycle as ``GetFoundationModel`` reports it."""
+
+    model_id: str  # the foundation model looked up
+    status: str  # "ACTIVE" or "LEGACY"
+    legacy_since: datetime | None = None
+    end_of_life: datetime | None = None
+    extended_access_from: datetime | None = None  # public extended access: higher prices from then
+
+
+def model_lifecycle(control_client: Any, model_id: str) -> ModelLifecycle | None:
+    """Look up the lifecycle of the foundation model behind ``model_id`` (one call, never raises).
+
+    Args:
+        control_client: a ``bedrock`` (control plane) client (``aws.bedrock_control_client``).
+        model_id: a model id, profile id or ARN; a profile is looked up by its base model.
+
+    Returns:
+        The lifecycle, or ``None`` when it cannot be known: no ``bedrock:GetFoundationModel``
+        permission, an unknown model, an id that names no foundation model, or any other error
+        (each logged at debug level only).
+    """
+    base = base_model_id(model_id)
+    if base is None:
+        logger.debug("model lifecycle of %s not looked up: the id names no foundation model", model_id)
+        return None
+    try:
+        details = control_client.get_foundation_model(modelIdentifier=base).get("modelDetails") or {}
+    except Exception as exc:  # noqa: BLE001 - an optional look-up: AccessDenied or any error changes nothing
+        logger.debug("model lifecycle of %s not looked up: %s", base, exc)
+        return None
+    lifecycle = details.get("modelLifecycle") or {}
+    status = str(lifecycle.get("status") or "").upper()
+    if not status:
+        logger.debug("GetFoundationModel(%s) reported no lifecycle status", base)
+        return None
+
+    def when(key: str) -> datetime | None:
+        value = lifecycle.get(key)
+        return value if isinstance(value, datetime) else None
+
+    return ModelLifecycle(
+        model_id=base,
+        status=status,
+        legacy_since=when("legacyTime"),
+        end_of_life=when("endOfLifeTime"),
+        extended_access_from=when("publicExtendedAccessTime"),
+    )
+
+
+def _utc_day(moment: datetime) -> str:
+    """``YYYY-MM-DD`` of a timestamp, in UTC (naive timestamps are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).date().isoformat()
+
+
+def _is_aws_endpoint(url: str | None) -> bool:
+    host = (url or "").split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws"))
+
+
+def _control_client_for(session: Any, runtime: Any, settings: Settings) -> Any:
+    """The ``bedrock`` client for lifecycle look-ups, or ``None`` when it would reach another
+    service than the runtime calls do (runtime pointed at a compatible endpoint, control plane
+    still at AWS)."""
+    try:
+        control = bedrock_control_client(session, settings=settings)
+    except Exception as exc:  # noqa: BLE001 - the look-up is optional
+        logger.debug("no bedrock control-plane client: %s", exc)
+        return None
+    if _is_aws_endpoint(control.meta.endpoint_url) and not _is_aws_endpoint(runtime.meta.endpoint_url):
+        logger.debug(
+            "model lifecycle not looked up: bedrock-runtime goes to %s; "
+            "set AWS_ENDPOINT_URL_BEDROCK for its control plane",
+            runtime.meta.endpoint_url,
+        )
+        return None
+    return control
+
 
 # ---------------------------------------------------------------------------------------------
 # Error translation (the edge)
@@ -199,7 +386,8 @@ def translate_error(exc: Exception, *, model_id: str, region: str | None) -> Pro
     Returns:
         A ``RetryableProviderError``, ``RejectedRequestError`` or ``FatalProviderError``
         (``code`` is the service's error code or the botocore exception's name). Messages never
-        contain credentials.
+        contain credentials. A model id that needs an inference profile (a
+        ``ValidationException`` no request to that id escapes) is fatal, not one image's failure.
     """
     where = f"model {model_id!r} in region {region or '?'}"
     if isinstance(exc, ClientError):
@@ -212,7 +400,12 @@ def translate_error(exc: Exception, *, model_id: str, region: str | None) -> Pro
         detail = f"{code} (HTTP {status}) from Bedrock for {where}: {message or 'no message'}"
         if code in FATAL_CODES or (status in (401, 403) and code not in RETRYABLE_CODES):
             hint = _FATAL_HINTS.get(code)
+            if code == "ResourceNotFoundException" and _EOL_MESSAGE.search(message):
+                hint = "the model has reached end of life on Bedrock: choose a current model"
             return FatalProviderError(detail + (f"; {hint}" if hint else ""), code=code)
+        if code == "ValidationException" and _ON_DEMAND_MESSAGE.search(message):
+            # No request to this id can succeed: it needs an inference profile. Not one image's fault.
+            return FatalProviderError(f"{detail}; use an inference profile id or ARN for this model", code=code)
         if code in RETRYABLE_CODES:
             return RetryableProviderError(f"{detail} (after {attempts} attempt(s))", code=code)
         if code in REJECTED_CODES:
@@ -539,19 +732,24 @@ class BedrockDescriber(Describer):
         corrective_turns: int = 2,
         temperature: float | None = None,
         gate: ModelGate | None = None,
+        control_client: Any = None,
     ):
         """Create a describer.
 
         Args:
             client: a ``bedrock-runtime`` client (see ``media_enrichment.aws``); shared, thread-safe.
             model_id: a Claude model id or inference profile id / ARN (must contain
-                ``anthropic.``, e.g. ``us.anthropic.claude-3-5-haiku-20241022-v1:0``).
+                ``anthropic.``, e.g. ``us.anthropic.claude-haiku-4-5-20251001-v1:0``; see
+                ``resolve_describer_model`` for the default).
             prompt: the prompt template (default: the packaged ``describe_v1``).
             max_tokens: Claude's ``max_tokens`` for the first turn.
             corrective_turns: extra turns allowed after an unusable answer (0 to 5).
-            temperature: sent only when given (some newer models restrict sampling parameters).
+            temperature: sent only when given. It is the only sampling parameter sent: ``top_p``
+                never is, since Claude 4.5+ models refuse the two together.
             gate: rate and concurrency control for every call (default: none); each call takes
                 its estimated input tokens from the gate's token budget.
+            control_client: a ``bedrock`` (control plane) client; when given, ``check_access``
+                also looks up the model's lifecycle and warns if it is ``LEGACY``.
 
         Raises:
             ConfigError: the model id is not a Claude model, or a bound is out of range.
@@ -571,6 +769,8 @@ class BedrockDescriber(Describer):
         self.temperature = temperature
         self.region = _region_of(client)
         self.gate = gate
+        self.control_client = control_client
+        self.lifecycle: ModelLifecycle | None = None  # set by check_access when it can be looked up
         if gate is not None:
             install_gate_hook(client)
         # Text sent with every image: the prompt and the tool's schema.
@@ -629,10 +829,14 @@ class BedrockDescriber(Describer):
             "messages": messages,
             "tools": [METADATA_TOOL],
             "tool_choice": {"type": "tool", "name": TOOL_NAME},
+            **self._sampling(),
         }
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
         return body
+
+    def _sampling(self) -> dict[str, Any]:
+        """The sampling parameters of every request: ``temperature`` when set, never ``top_p``
+        with it (Claude 4.5+ answer 400 to the pair)."""
+        return {} if self.temperature is None else {"temperature": self.temperature}
 
     def describe(self, image: PreparedImage) -> Description:
         """Describe one image.
@@ -695,12 +899,17 @@ class BedrockDescriber(Describer):
         )
 
     def check_access(self) -> None:
-        """Send one tiny request (a 1x1 PNG, a few output tokens) to prove the model is usable.
+        """Send one tiny request (a 1x1 PNG, a few output tokens) to prove the model is usable,
+        then, with a control-plane client, warn if the model is ``LEGACY``.
+
+        The request carries the same sampling parameters as every description, so a refused
+        combination shows here, before any image.
 
         Raises:
             FatalProviderError: access denied, unknown model, bad or missing credentials, or a
-                request the model refuses outright (e.g. an id that needs an inference profile);
-                the message names the model id and region.
+                request the model refuses outright; the message names the model id and region.
+                A retired model, a bare id that needs an inference profile, and refused sampling
+                parameters each get one line naming the fix (which setting, to what value).
             RetryableProviderError: throttled or unavailable right now (access is unknown).
         """
         body = {
@@ -722,12 +931,75 @@ class BedrockDescriber(Describer):
                     ],
                 }
             ],
+            **self._sampling(),
         }
-        _check(
-            lambda: _invoke_json(self.client, self.model_id, body, self.region, gate=self.gate, tokens=16),
-            self.model_id,
-            self.region,
-        )
+        try:
+            _check(
+                lambda: _invoke_json(self.client, self.model_id, body, self.region, gate=self.gate, tokens=16),
+                self.model_id,
+                self.region,
+            )
+        except FatalProviderError as exc:
+            fix = self._fix_line(str(exc), exc.code)
+            if fix is None:
+                raise
+            raise FatalProviderError(fix, code=exc.code) from exc
+        if self.control_client is not None:
+            self.check_lifecycle()
+
+    def _fix_line(self, message: str, code: str | None) -> str | None:
+        """One line naming the fix for a refusal no request to this model can escape, or None."""
+        where = f"region {self.region or '?'}"
+        if code == "ResourceNotFoundException" and _EOL_MESSAGE.search(message):
+            return (
+                f"model {self.model_id} has reached end of life on Bedrock ({where}): set {DESCRIBER_SETTING} "
+                f"to a current one{self._suggestion(' (or unset it for the default)')}"
+            )
+        if code == "ValidationException" and _ON_DEMAND_MESSAGE.search(message):
+            profile = f"{profile_geography(self.region)}.{base_model_id(self.model_id) or self.model_id}"
+            return (
+                f"model {self.model_id} is not served on demand by its bare id ({where}): use an inference profile: "
+                f"set {DESCRIBER_SETTING}={profile}"
+            )
+        if code == "ValidationException" and _SAMPLING_MESSAGE.search(message):
+            return (
+                f"model {self.model_id} refuses temperature and top_p together ({where}): "
+                "send only one of them (the describer's temperature setting)"
+            )
+        return None
+
+    def check_lifecycle(self) -> ModelLifecycle | None:
+        """Look up the model's lifecycle (``GetFoundationModel``) and warn if it is ``LEGACY``.
+
+        Returns:
+            The lifecycle (also kept as ``self.lifecycle``), or ``None`` without a control-plane
+            client, permission or answer: nothing else happens then (a debug log line).
+        """
+        if self.control_client is None:
+            return None
+        self.lifecycle = model_lifecycle(self.control_client, self.model_id)
+        found = self.lifecycle
+        if found is not None and found.status == "LEGACY":
+            eol = _utc_day(found.end_of_life) if found.end_of_life else "a date not yet announced"
+            extended = (
+                f"; higher prices from {_utc_day(found.extended_access_from)} (extended access)"
+                if found.extended_access_from
+                else ""
+            )
+            logger.warning(
+                "model %s (%s) is LEGACY on Bedrock and reaches end of life on %s (region %s)%s: set %s to a "
+                "current model%s before then",
+                self.model_id, found.model_id, eol, self.region or "?", extended, DESCRIBER_SETTING,
+                self._suggestion(),
+            )
+        return found
+
+    def _suggestion(self, unset: str = "") -> str:
+        """`` such as <the default's profile>`` (plus ``unset``), unless this model is the default's."""
+        current = resolve_describer_model(self.region)
+        if base_model_id(current) == base_model_id(self.model_id):
+            return ""
+        return f" such as {current}{unset}"
 
 
 def _check(call: Any, model_id: str, region: str | None) -> None:
@@ -748,10 +1020,45 @@ def _as_int(value: Any) -> int:
         return 0
 
 
+def embedding_vector(embedding: Any, answer: dict[str, Any], *, model_id: str, dim: int) -> np.ndarray:
+    """Check an embedding model's vector and return it as float32.
+
+    Args:
+        embedding: the vector as found in the answer.
+        answer: the whole decoded answer (kept, cut, in the error for inspection).
+        model_id: the model that answered (named in the error).
+        dim: the length asked for.
+
+    Returns:
+        A float32 array of ``dim`` finite values.
+
+    Raises:
+        InvalidResponseError: missing, wrong length, non-numeric or non-finite values.
+    """
+    if not isinstance(embedding, list) or len(embedding) != dim:
+        got = len(embedding) if isinstance(embedding, list) else type(embedding).__name__
+        raise InvalidResponseError(
+            f"model {model_id!r} returned an embedding of {got}, expected {dim} floats"
+            + (f" ({answer['message']})" if answer.get("message") else ""),
+            code="BadEmbedding",
+            raw=json.dumps(answer)[:2000],
+        )
+    try:
+        vector = np.asarray(embedding, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidResponseError(
+            f"model {model_id!r} returned non-numeric embedding values", code="BadEmbedding"
+        ) from None
+    if not np.all(np.isfinite(vector)):
+        raise InvalidResponseError(f"model {model_id!r} returned non-finite values", code="BadEmbedding")
+    return vector
+
+
 class BedrockEmbedder(Embedder):
     """Titan Multimodal Embeddings G1 on Bedrock (InvokeModel)."""
 
     image_limits = TITAN_LIMITS
+    dims = TITAN_DIMS
 
     def __init__(
         self, client: Any, *, model_id: str = DEFAULT_TITAN_MODEL, dim: int = 1024, gate: ModelGate | None = None
@@ -782,24 +1089,7 @@ class BedrockEmbedder(Embedder):
     def _embed(self, body: dict[str, Any]) -> np.ndarray:
         body = {**body, "embeddingConfig": {"outputEmbeddingLength": self.dim}}
         answer = _invoke_json(self.client, self.model_id, body, self.region, gate=self.gate)
-        embedding = answer.get("embedding")
-        if not isinstance(embedding, list) or len(embedding) != self.dim:
-            got = len(embedding) if isinstance(embedding, list) else type(embedding).__name__
-            raise InvalidResponseError(
-                f"model {self.model_id!r} returned an embedding of {got}, expected {self.dim} floats"
-                + (f" ({answer['message']})" if answer.get("message") else ""),
-                code="BadEmbedding",
-                raw=json.dumps(answer)[:2000],
-            )
-        try:
-            vector = np.asarray(embedding, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidResponseError(
-                f"model {self.model_id!r} returned non-numeric embedding values", code="BadEmbedding"
-            ) from None
-        if not np.all(np.isfinite(vector)):
-            raise InvalidResponseError(f"model {self.model_id!r} returned non-finite values", code="BadEmbedding")
-        return vector
+        return embedding_vector(answer.get("embedding"), answer, model_id=self.model_id, dim=self.dim)
 
     def embed_image(self, image: PreparedImage, *, text: str | None = None) -> np.ndarray:
         """Embed one image (optionally with a caption, which Titan averages in).
@@ -853,8 +1143,12 @@ def build_bedrock_providers(
     limiters: Mapping[str, RateLimiter] | None = None,
     max_in_flight: int | None = None,
     session: Any = None,
-) -> tuple[BedrockDescriber, BedrockEmbedder]:
+) -> tuple[BedrockDescriber, Embedder]:
     """Wire the Bedrock describer and embedder: one session, one client shared by both.
+
+    The embedder is chosen by ``embedder_model_id``: Titan Multimodal Embeddings G1
+    (``BedrockEmbedder``) or Amazon Nova Multimodal Embeddings (``providers.nova.NovaEmbedder``);
+    see ``providers.embedders.bedrock_embedder_class``.
 
     Each model gets a ``ModelGate`` from ``throttle.build_gates``: requests and tokens per
     minute (``describer_rpm``, ``describer_tpm``, ``embedder_rpm``; local token buckets unless
@@ -883,12 +1177,16 @@ def build_bedrock_providers(
     describer_gate, embedder_gate = build_gates(settings, limiters=limiters, max_in_flight=max_in_flight)
     describer = BedrockDescriber(
         client,
-        model_id=settings.describer_model_id,
+        # The configured id verbatim, or Claude Haiku 4.5 through the profile of the client's region.
+        model_id=resolve_describer_model(_region_of(client), settings.describer_model_id),
         prompt=prompt,
         max_tokens=settings.max_output_tokens,
         gate=describer_gate,
+        control_client=_control_client_for(session, client, settings),
     )
-    embedder = BedrockEmbedder(
+    from media_enrichment.providers.embedders import bedrock_embedder_class
+
+    embedder = bedrock_embedder_class(settings.embedder_model_id)(
         client, model_id=settings.embedder_model_id, dim=settings.embedding_dim, gate=embedder_gate
     )
     return describer, embedder

@@ -8,6 +8,15 @@ parses them (JSON ``{"message": ...}`` plus an ``x-amzn-ErrorType`` header, whos
 ``:`` becomes the error code). Point the real boto3 client at it with
 ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME=server.endpoint_url`` (see ``BedrockServer.env``).
 
+It is as strict as the service about which models answer: retired Claude versions
+(``RETIRED_MODELS``) get 404 ``ResourceNotFoundException`` "This model version has reached the
+end of its life", Claude 4.x base ids get 400 ``ValidationException`` (on-demand throughput
+isn't supported: use an inference profile), profile ids (``us.``, ``global.`` …, or profile ARNs)
+are served, and Claude Opus 4.1 and 4.5+ refuse ``temperature`` with ``top_p``. The control
+plane's ``GetFoundationModel`` (``GET /foundation-models/{id}``, for the ``bedrock`` client with
+``AWS_ENDPOINT_URL_BEDROCK``) reports each model's lifecycle: ``mark_legacy`` makes one
+``LEGACY`` with an end-of-life date, ``control_plane_denied`` refuses the call.
+
 Faults (throttling, 5xx, model timeouts, stalls longer than a read timeout, malformed,
 truncated or refused answers, a requests-per-minute quota) are injected from a seeded
 ``FaultPlan``. ``Counters`` record every request per model, outcome and image hash.
@@ -31,6 +40,7 @@ import argparse
 import base64
 import binascii
 import collections
+import datetime
 import hashlib
 import io
 import ipaddress
@@ -53,7 +63,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KNOWN_MODELS", "BedrockServer", "Counters", "FaultPlan", "RequestRecord", "ServiceError"]
+__all__ = ["KNOWN_MODELS", "RETIRED_MODELS", "BedrockServer", "Counters", "FaultPlan", "RequestRecord", "ServiceError"]
 
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
@@ -72,10 +82,40 @@ KNOWN_MODELS = frozenset(
         "anthropic.claude-opus-4-1-20250805-v1:0",
         "anthropic.claude-sonnet-4-5-20250929-v1:0",
         "anthropic.claude-haiku-4-5-20251001-v1:0",
+        "anthropic.claude-opus-4-5-20251101-v1:0",
+        "anthropic.claude-sonnet-4-6",
+        "anthropic.claude-opus-4-6-v1",
         "amazon.titan-embed-image-v1",
+        "amazon.nova-2-multimodal-embeddings-v1:0",  # served by testing/nova_handler.py
     }
 )
-PROFILE_PREFIXES = ("us", "eu", "apac", "global", "us-gov", "jp", "au", "ca")
+PROFILE_PREFIXES = ("us", "eu", "apac", "global", "us-gov", "jp", "au", "ca", "in")
+
+#: Claude versions that have reached end of life on Bedrock: every call answers 404
+#: ResourceNotFoundException (Claude 3 Haiku on 2026-09-10 in most regions, 3.5 Haiku on
+#: 2026-06-19, 3.7 Sonnet on 2026-04-28; Claude 3 Sonnet and both 3.5 Sonnets before).
+RETIRED_MODELS = frozenset(
+    {
+        "anthropic.claude-3-haiku-20240307-v1:0",
+        "anthropic.claude-3-sonnet-20240229-v1:0",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        "anthropic.claude-3-5-haiku-20241022-v1:0",
+        "anthropic.claude-3-7-sonnet-20250219-v1:0",
+    }
+)
+END_OF_LIFE_MESSAGE = (
+    "This model version has reached the end of its life. Please refer to the AWS documentation for more details."
+)
+#: The service's wording, typographic apostrophe included.
+PROFILE_REQUIRED_MESSAGE = (
+    "Invocation of model ID {model_id} with on-demand throughput isn\u2019t supported. Retry your request with "
+    "the ID or ARN of an inference profile that contains this model."
+)
+SAMPLING_MESSAGE = "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+#: Claude 4.x ids name the family first (``claude-haiku-4-5``); they are served on demand only
+#: through an inference profile.
+_CLAUDE_4 = re.compile(r"^anthropic\.claude-(?:haiku|sonnet|opus)-(?P<major>\d+)(?:-(?P<minor>\d)(?!\d))?")
 
 CLAUDE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 TITAN_MEDIA_TYPES = ("image/jpeg", "image/png")
@@ -95,6 +135,7 @@ COUNTERS_PATH = "/_test/counters"
 RESET_PATH = "/_test/reset"
 
 _MODEL_PATH = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>[A-Za-z-]+)$")
+_FOUNDATION_MODEL_PATH = re.compile(r"^/foundation-models/(?P<model>[^/]+)$")
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[^/,\s]+)/\d{8}/(?P<region>[^/,\s]+)/")
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +263,9 @@ class RequestRecord:
     image_sha256: tuple[str, ...] = ()
     turns: int = 0  # messages in a Claude request
     max_tokens: int | None = None
-    dims: int | None = None  # Titan outputEmbeddingLength
+    dims: int | None = None  # Titan outputEmbeddingLength, Nova embeddingDimension
     has_text: bool = False
+    purpose: str | None = None  # Nova embeddingPurpose
     detail: str = ""
     at: float = 0.0  # seconds since the server was created, when the request arrived
     credential: str = ""  # "<access key id>/<region>" from the SigV4 Authorization header
@@ -320,6 +362,11 @@ class ServiceError(Exception):
         self.code = code
         self.message = message
         self.outcome = outcome
+
+    def with_outcome(self, outcome: str) -> ServiceError:
+        """The same error, counted under another outcome."""
+        self.outcome = outcome
+        return self
 
 
 def _validation(message: str) -> ServiceError:
@@ -506,6 +553,8 @@ def _family(model_id: str) -> str | None:
         return "anthropic"
     if "titan-embed-image" in model_id:
         return "titan"
+    if "nova" in model_id and "multimodal-embeddings" in model_id:
+        return "nova"
     return None
 
 
@@ -516,6 +565,28 @@ def _base_model(model_id: str) -> str:
     if rest and head in PROFILE_PREFIXES:
         base = rest
     return base
+
+
+def _is_profile(model_id: str) -> bool:
+    """Whether an id names an inference profile (a geography prefix, or a profile ARN)."""
+    if model_id.startswith("arn:"):
+        return ":inference-profile/" in model_id or ":application-inference-profile/" in model_id
+    head, _, rest = model_id.partition(".")
+    return bool(rest) and head in PROFILE_PREFIXES
+
+
+def _claude_version(base: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a Claude 4+ base id (``claude-haiku-4-5`` -> (4, 5)), else None."""
+    match = _CLAUDE_4.match(base)
+    if not match:
+        return None
+    return int(match.group("major")), int(match.group("minor") or 0)
+
+
+def _refuses_temperature_with_top_p(base: str) -> bool:
+    """Claude Opus 4.1 and every 4.5+ model refuse ``temperature`` and ``top_p`` together."""
+    version = _claude_version(base)
+    return version is not None and (version >= (4, 5) or base.startswith("anthropic.claude-opus-4-1"))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -540,6 +611,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if url.path == COUNTERS_PATH:  # for a benchmark driving a server in another process
             self._send(200, self.app.counters_payload(with_log="log=1" in url.query))
+            return
+        match = _FOUNDATION_MODEL_PATH.match(url.path)
+        if match:  # the control plane's GetFoundationModel
+            try:
+                self._send(200, self.app.get_foundation_model(unquote(match.group("model"))))
+            except ServiceError as error:
+                self._send_error(error)
             return
         self._send_error(ServiceError(404, "UnknownOperationException", "Unknown operation", "unknown_operation"))
 
@@ -618,6 +696,12 @@ class BedrockServer:
         faults: the ``FaultPlan`` in force (may be replaced between calls).
         counters: ``Counters`` of everything received.
         denied_models: model ids answered with 403 AccessDeniedException.
+        retired_models: base model ids answered with the end-of-life error.
+        legacy_models: base model id -> its lifecycle fields for ``GetFoundationModel`` (see
+            ``mark_legacy``); every other known model is ``ACTIVE``.
+        control_plane_denied: ``GetFoundationModel`` answers 403 AccessDeniedException.
+        foundation_model_requests: ``GetFoundationModel`` calls per model identifier (not in
+            ``counters``, which count InvokeModel).
     """
 
     def __init__(
@@ -632,6 +716,9 @@ class BedrockServer:
         max_body_bytes: int = 40 * 1024 * 1024,
         region: str = "us-east-1",
         log_size: int = 10_000,
+        retired_models: Iterable[str] = RETIRED_MODELS,
+        legacy_models: Mapping[str, str] | None = None,
+        control_plane_denied: bool = False,
     ):
         """Create (not start) a server.
 
@@ -645,12 +732,23 @@ class BedrockServer:
             max_body_bytes: larger requests are rejected.
             region: the region named in messages.
             log_size: requests kept in ``counters.log`` (the most recent).
+            retired_models: base ids that have reached end of life (default ``RETIRED_MODELS``).
+            legacy_models: base id -> end-of-life date (``YYYY-MM-DD``) of models that
+                ``GetFoundationModel`` reports as ``LEGACY``.
+            control_plane_denied: refuse ``GetFoundationModel`` with 403 AccessDeniedException
+                (a caller without ``bedrock:GetFoundationModel``).
         """
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"BedrockServer binds loopback only, not {host!r}")
         self.faults = faults or FaultPlan()
         self.denied_models = frozenset(denied_models)
         self.models = KNOWN_MODELS | frozenset(models)
+        self.retired_models = frozenset(retired_models)
+        self.legacy_models: dict[str, dict[str, str]] = {}
+        for model_id, end_of_life in (legacy_models or {}).items():
+            self.mark_legacy(model_id, end_of_life)
+        self.control_plane_denied = control_plane_denied
+        self.foundation_model_requests: Counter[str] = Counter()
         self.host = host
         self.port = port
         self.max_lifetime = max_lifetime
@@ -718,6 +816,7 @@ class BedrockServer:
         """Environment variables pointing boto3 at this server with fake credentials."""
         return {
             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.endpoint_url,
+            "AWS_ENDPOINT_URL_BEDROCK": self.endpoint_url,  # the control plane (GetFoundationModel)
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_SESSION_TOKEN": "testing",
@@ -742,6 +841,69 @@ class BedrockServer:
             with self.counters._lock:
                 payload["log"] = [[r.model_id, r.outcome, r.at] for r in self.counters.log]
         return payload
+
+    # -- control plane ---------------------------------------------------------------------
+
+    def mark_legacy(
+        self, model_id: str, end_of_life: str, *, legacy_since: str | None = None, extended_access_from: str | None = None
+    ) -> None:
+        """Make ``GetFoundationModel`` report a model as ``LEGACY`` (InvokeModel still answers).
+
+        Args:
+            model_id: a base model id (a profile's prefix is dropped).
+            end_of_life: the end-of-life date, ``YYYY-MM-DD``.
+            legacy_since: when it became legacy (default: 180 days before the end of life).
+            extended_access_from: start of public extended access (higher prices), if any.
+        """
+        eol = datetime.date.fromisoformat(end_of_life)
+        since = datetime.date.fromisoformat(legacy_since) if legacy_since else eol - datetime.timedelta(days=180)
+        fields = {"legacyTime": f"{since.isoformat()}T00:00:00Z", "endOfLifeTime": f"{eol.isoformat()}T00:00:00Z"}
+        if extended_access_from:
+            extended = datetime.date.fromisoformat(extended_access_from)
+            fields["publicExtendedAccessTime"] = f"{extended.isoformat()}T00:00:00Z"
+        self.legacy_models[_base_model(model_id)] = fields
+
+    def get_foundation_model(self, model_identifier: str) -> dict[str, Any]:
+        """``GetFoundationModel``: the model's details and lifecycle, the way Bedrock answers.
+
+        Raises:
+            ServiceError: 403 when ``control_plane_denied``; 404 for an unknown or retired model
+                and for an inference profile id (not a foundation model).
+        """
+        self.foundation_model_requests[model_identifier] += 1
+        if self.control_plane_denied:
+            raise ServiceError(
+                403,
+                "AccessDeniedException",
+                "User is not authorized to perform: bedrock:GetFoundationModel",
+                "access_denied",
+            )
+        model_id = model_identifier.rsplit("/", 1)[-1] if model_identifier.startswith("arn:") else model_identifier
+        family = _family(model_id)
+        if model_id not in self.models or family is None or model_id in self.retired_models:
+            raise ServiceError(
+                404, "ResourceNotFoundException", f"The model {model_identifier} was not found.", "not_found"
+            )
+        claude = family == "anthropic"
+        lifecycle: dict[str, str] = {"status": "ACTIVE"}
+        if model_id in self.legacy_models:
+            lifecycle = {"status": "LEGACY", **self.legacy_models[model_id]}
+        return {
+            "modelDetails": {
+                "modelArn": f"arn:aws:bedrock:{self.region}::foundation-model/{model_id}",
+                "modelId": model_id,
+                "modelName": model_id.split(".", 1)[-1],
+                "providerName": "Anthropic" if claude else "Amazon",
+                "inputModalities": ["TEXT", "IMAGE"],
+                "outputModalities": ["TEXT"] if claude else ["EMBEDDING"],
+                "responseStreamingSupported": claude,
+                "customizationsSupported": [],
+                "inferenceTypesSupported": (
+                    ["INFERENCE_PROFILE"] if claude and _claude_version(model_id) is not None else ["ON_DEMAND"]
+                ),
+                "modelLifecycle": lifecycle,
+            }
+        }
 
     # -- request handling ------------------------------------------------------------------
 
@@ -780,8 +942,12 @@ class BedrockServer:
                 "You don't have access to the model with the specified model ID.",
                 "access_denied",
             )
+        if base in self.retired_models:
+            raise ServiceError(404, "ResourceNotFoundException", END_OF_LIFE_MESSAGE, "end_of_life")
         if base not in self.models or family is None:
             raise ServiceError(404, "ResourceNotFoundException", "Model not found.", "not_found")
+        if family == "anthropic" and _claude_version(base) is not None and not _is_profile(model_id):
+            raise _validation(PROFILE_REQUIRED_MESSAGE.format(model_id=model_id)).with_outcome("profile_required")
         self._check_quota(model_id)
         try:
             body = json.loads(raw_body or b"null")
@@ -791,6 +957,10 @@ class BedrockServer:
             raise _validation("Malformed input request: #: expected type: JSONObject, please reformat your input and try again.")
         if family == "anthropic":
             return self._claude(model_id, body, rec)
+        if family == "nova":
+            from media_enrichment.testing.nova_handler import handle_nova
+
+            return handle_nova(self, model_id, body, rec)
         return self._titan(model_id, body, rec)
 
     def _check_quota(self, model_id: str) -> None:
@@ -843,8 +1013,8 @@ class BedrockServer:
             raise _validation("Malformed input request: #: required key [max_tokens] not found, please reformat your input and try again.")
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise _validation("max_tokens: Input should be a positive integer")
-        if "temperature" in body and "top_p" in body and re.search(r"claude-(sonnet-4-5|haiku-4-5|opus-4-1)", model_id):
-            raise _validation("`temperature` and `top_p` cannot both be specified for this model. Please use only one.")
+        if "temperature" in body and "top_p" in body and _refuses_temperature_with_top_p(_base_model(model_id)):
+            raise _validation(SAMPLING_MESSAGE)
         tools = body.get("tools") or []
         if not isinstance(tools, list):
             raise _validation("tools: Input should be a valid list")
@@ -1093,7 +1263,8 @@ class BedrockServer:
 def main(argv: list[str] | None = None) -> None:
     """Serve until interrupted (or ``--lifetime`` seconds)."""
     parser = argparse.ArgumentParser(
-        description="Bedrock-compatible test server on loopback. Besides InvokeModel it serves "
+        description="Bedrock-compatible test server on loopback. Besides InvokeModel (and the control "
+        "plane's GetFoundationModel, for AWS_ENDPOINT_URL_BEDROCK) it serves "
         f"GET {COUNTERS_PATH} (counters as JSON; ?log=1 adds [model, outcome, at] per request) "
         f"and POST {RESET_PATH} (clears counters and quota windows)."
     )
