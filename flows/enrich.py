@@ -14,10 +14,13 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from media_enrichment.config import EmbeddingDim, ProviderName, Settings, TaskRunnerName
+from media_enrichment.aws import storage_options
+from media_enrichment.config import ProviderName, Settings, TaskRunnerName, build_settings
 from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ModelVersions, StagedChunk, WorkItem, split_chunks
+from media_enrichment.storage import is_remote
+from tasks.aws import run_region
 from tasks.chunk_job import ChunkJob, release_services, services_for
 from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
 from tasks.reporting import RunProgress, publish_report
@@ -85,34 +88,31 @@ def task_runner_for(settings: Settings) -> TaskRunner:
 @flow(name="enrich-catalog", task_runner=ThreadPoolTaskRunner(max_workers=_MAX_THREADS))
 def enrich_catalog(
     source: str,
-    dataset: str = "data/dataset",
-    provider: ProviderName = "local",
-    chunk_size: int = 16,
-    concurrency: int = 4,
-    embedding_dim: EmbeddingDim = 1024,
+    dataset: str | None = None,
+    provider: ProviderName | None = None,
+    chunk_size: int | None = None,
+    concurrency: int | None = None,
+    embedding_dim: int | None = None,
     limit: int | None = None,
-    force: bool = False,
+    force: bool | None = None,
     batch: str | None = None,
-    retry_failures: bool = False,
+    retry_failures: bool | None = None,
     task_runner: TaskRunnerName | None = None,
 ) -> dict[str, Any]:
     """Enrich a catalogue of images (describe, embed) and merge it into the Delta dataset.
 
-    ``task_runner``: where chunk tasks run, 'threads' or 'dask' (default: the
-    ``MEDIA_ENRICH_TASK_RUNNER`` setting of the process running the flow).
+    A parameter left out (None) takes the ``MEDIA_ENRICH_*`` setting of the process running the
+    flow, else the default in ``media_enrichment.config.Settings``; the summary's ``settings``
+    shows what the run used.
     """
     started = time.perf_counter()
-    settings = Settings(
-        provider=provider,
-        dataset=dataset,
-        chunk_size=chunk_size,
-        concurrency=concurrency,
-        embedding_dim=embedding_dim,
-        limit=limit,
-        force=force,
-        batch=batch,
-        retry_failures=retry_failures,
-        **({"task_runner": task_runner} if task_runner else {}),
+    # Checked before anything is read or called: a bad value names its parameter or variable.
+    settings = build_settings(
+        {
+            "dataset": dataset, "provider": provider, "chunk_size": chunk_size, "concurrency": concurrency,
+            "embedding_dim": embedding_dim, "limit": limit, "force": force, "batch": batch,
+            "retry_failures": retry_failures, "task_runner": task_runner,
+        }
     )
     run_id = str(flow_run.get_id() or uuid.uuid4())
     store = Dataset(settings.dataset)
@@ -128,9 +128,12 @@ def enrich_catalog(
 def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, started: float) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = job.run_id
+    prices = load_prices(settings.price_file)  # a bad price file stops the run before it pays
     services = services_for(job)  # the chunk tasks of this process share these
     if services.storage_options:  # an AwsCredentials block's identity writes the S3 dataset too
         store = Dataset(store.root, storage_options=services.storage_options)
+    elif is_remote(store.root):  # delta-rs would not see MEDIA_ENRICH_AWS_REGION or a profile's region
+        store = Dataset(store.root, storage_options=storage_options(None, region=run_region(settings)))
     describer, embedder, read = services.enricher.describer, services.enricher.embedder, services.enricher.read
     versions = ModelVersions.of(describer, embedder)
     job = dataclasses.replace(job, versions=versions)
@@ -201,7 +204,7 @@ def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, s
         "estimated_cost_usd": run_cost(
             enrichment_model=versions.enrichment_model, embedding_model=versions.embedding_model,
             input_tokens=input_tokens, output_tokens=output_tokens, images=enriched,
-            prices=load_prices(settings.price_file),
+            prices=prices,
         ),
         "rate_control": {
             name: provider.gate.stats()
@@ -211,6 +214,7 @@ def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, s
         "duration_s": round(duration, 3),
         "images_per_s": round(enriched / duration, 2) if duration > 0 else None,
         **versions.as_metadata(),
+        "settings": settings.model_dump(mode="json"),  # what the run used, wherever each value came from
     }
     summary["heatmap"] = publish_report(summary, dataset=store)
     logger.info("Enriched %d, reused %d, failed %d in %.1f s", enriched, plan.reused, failed, duration)

@@ -15,6 +15,7 @@ errors retried; ``adaptive`` adds client-side rate limiting). ``bedrock_max_atte
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import boto3
@@ -28,7 +29,42 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT_EXTRA = "media-enrichment/0.1"
 
-__all__ = ["bedrock_client_config", "bedrock_runtime_client", "make_session", "pool_size"]
+__all__ = [
+    "bedrock_client_config", "bedrock_control_client", "bedrock_runtime_client", "make_session", "pool_size",
+    "resolve_region", "s3_client", "storage_options",
+]
+
+
+def resolve_region(setting: str | None = None, *, configured: str | None = None, profile: str | None = None) -> str | None:
+    """The AWS region of a run's clients: the one place the order is decided.
+
+    The first set of: ``MEDIA_ENRICH_AWS_REGION`` (``setting``); the region saved in the run's
+    prefect-aws ``AwsCredentials`` block (``configured``); ``AWS_REGION`` (what most AWS SDKs,
+    the AWS CLI, Lambda and ECS set, and boto3 does not read); then boto3's own chain,
+    ``AWS_DEFAULT_REGION`` and the profile's ``region``. The Bedrock runtime client, the S3
+    catalogue client, the delta-rs storage options and the names of shared rate limits all
+    take their region from here.
+
+    Args:
+        setting: ``Settings.aws_region``.
+        configured: a region configured for the session, e.g. an ``AwsCredentials`` block's
+            ``region_name``.
+        profile: the named profile whose ``region`` is the last resort (``None``: the default
+            profile or ``AWS_PROFILE``).
+
+    Returns:
+        The region, or None when nothing sets one.
+
+    Raises:
+        ConfigError: the profile does not exist.
+    """
+    for value in (setting, configured, os.environ.get("AWS_REGION")):
+        if value and value.strip():
+            return value.strip()
+    try:
+        return boto3.Session(profile_name=profile or None).region_name
+    except ProfileNotFound:
+        raise ConfigError(f"AWS profile {profile!r} was not found in the shared config files") from None
 
 
 def make_session(*, profile: str | None, region: str | None) -> boto3.Session:
@@ -36,8 +72,8 @@ def make_session(*, profile: str | None, region: str | None) -> boto3.Session:
 
     Args:
         profile: a named profile from the shared config files, or ``None`` for the default chain.
-        region: the AWS region, or ``None`` to let boto3 resolve it (``AWS_REGION``,
-            ``AWS_DEFAULT_REGION``, the profile).
+        region: ``Settings.aws_region``; ``None`` resolves it as ``resolve_region`` does
+            (``AWS_REGION``, then ``AWS_DEFAULT_REGION`` and the profile's region).
 
     Returns:
         A new ``boto3.Session`` (not shared with boto3's module-level default session).
@@ -45,8 +81,9 @@ def make_session(*, profile: str | None, region: str | None) -> boto3.Session:
     Raises:
         ConfigError: the profile does not exist.
     """
+    region = resolve_region(region, profile=profile)
     try:
-        return boto3.Session(profile_name=profile or None, region_name=region or None)
+        return boto3.Session(profile_name=profile or None, region_name=region)
     except ProfileNotFound:
         raise ConfigError(f"AWS profile {profile!r} was not found in the shared config files") from None
 
@@ -115,6 +152,37 @@ def bedrock_runtime_client(session: boto3.Session, *, settings: Settings) -> Any
     return client
 
 
+def bedrock_control_client(session: boto3.Session, *, settings: Settings) -> Any:
+    """A ``bedrock`` (control plane) client from the run's session, for metadata look-ups such as
+    ``GetFoundationModel``; never on the path of an image.
+
+    Its endpoint comes from boto3's configuration too (``AWS_ENDPOINT_URL_BEDROCK``). One
+    attempt and short timeouts: a look-up that fails is skipped, not retried.
+
+    Args:
+        session: the session the ``bedrock-runtime`` client was made from.
+        settings: the run's settings (timeouts).
+
+    Returns:
+        A botocore ``Bedrock`` client.
+
+    Raises:
+        ConfigError: no region could be resolved.
+    """
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": 1},
+        connect_timeout=min(settings.bedrock_connect_timeout, 5.0),
+        read_timeout=min(settings.bedrock_read_timeout, 10.0),
+        user_agent_extra=USER_AGENT_EXTRA,
+    )
+    try:
+        return session.client("bedrock", config=config)
+    except NoRegionError:
+        raise ConfigError(
+            "no AWS region for Bedrock: set MEDIA_ENRICH_AWS_REGION, AWS_REGION or a profile region"
+        ) from None
+
+
 def s3_client(settings: Settings, *, session: boto3.Session | None = None) -> Any:
     """An S3 client from the run's session (endpoint from boto3's configuration, e.g.
     ``AWS_ENDPOINT_URL_S3``)."""
@@ -122,17 +190,18 @@ def s3_client(settings: Settings, *, session: boto3.Session | None = None) -> An
     return session.client("s3")
 
 
-def storage_options(session: boto3.Session | None) -> dict[str, str]:
+def storage_options(session: boto3.Session | None, *, region: str | None = None) -> dict[str, str]:
     """Credentials and region of a session as delta-rs and ``storage`` take them, so that an
     ``s3://`` dataset is written with the same identity as the run's boto3 clients.
 
-    Empty for no session: delta-rs and pyarrow then use the standard AWS environment and
-    profile chain themselves. The values are secrets: hand them to the writers, never log them.
-    They are a snapshot: temporary credentials of the session that expire during a run are
-    not refreshed for these writers.
+    For no session, only ``region`` (from ``resolve_region``, which delta-rs would not find
+    itself in ``MEDIA_ENRICH_AWS_REGION`` or a profile): delta-rs and pyarrow then take the
+    credentials from the standard AWS environment and profile chain themselves. The values are
+    secrets: hand them to the writers, never log them. They are a snapshot: temporary
+    credentials of the session that expire during a run are not refreshed for these writers.
     """
     if session is None:
-        return {}
+        return {"AWS_REGION": region} if region else {}
     credentials = session.get_credentials()
     if credentials is None:
         raise ConfigError("the AWS session has no credentials")

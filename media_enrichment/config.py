@@ -2,25 +2,48 @@
 
 Settings are built once per run (in the flow or the CLI) and handed down; nothing reads the
 environment at import time.
+
+Where a value comes from, first found: a value given for the run (a command-line option, a flow
+parameter, a deployment's parameter), then the ``MEDIA_ENRICH_<FIELD>`` environment variable of
+the process that runs the flow, then the default declared here, the one place defaults live.
+``build_settings`` applies that order: callers pass what was given and ``None`` for the rest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from media_enrichment.errors import ConfigError
 
 ProviderName = Literal["local", "bedrock"]
 TaskRunnerName = Literal["threads", "dask"]
-EmbeddingDim = Literal[256, 384, 1024]
+#: A vector length; which ones are valid depends on the embedder (checked by ``Settings``).
+EmbeddingDim = int
+
+
+ENV_PREFIX = "MEDIA_ENRICH_"
+
+
+class FieldValueError(ValueError):
+    """A check across fields found one field's value wrong: the error names that field, so that
+    the message can name where the value came from (an option, a parameter or a variable)."""
+
+    def __init__(self, field: str, message: str, value: Any):
+        super().__init__(message)
+        self.field = field
+        self.value = value
 
 
 class Settings(BaseSettings):
     """Everything a run needs to know. Environment variables: ``MEDIA_ENRICH_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="MEDIA_ENRICH_", extra="forbid")
+    # An empty variable (``MEDIA_ENRICH_LIMIT=``) counts as unset: the default applies.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", env_ignore_empty=True)
 
     provider: ProviderName = Field(
         "local", description="Which models describe and embed: 'local' (offline) or 'bedrock'."
@@ -41,7 +64,10 @@ class Settings(BaseSettings):
             "bounds the run's memory."
         ),
     )
-    embedding_dim: EmbeddingDim = Field(1024, description="Vector length: 256, 384 or 1024.")
+    embedding_dim: EmbeddingDim = Field(
+        1024,
+        description="Vector length, one the embedder makes: 256, 384 or 1024 (Titan G1, local); Nova also 3072.",
+    )
     limit: int | None = Field(None, ge=1, description="Enrich at most this many catalogue rows.")
     force: bool = Field(False, description="Enrich every row again, even if already in the dataset.")
     batch: str | None = Field(
@@ -57,12 +83,19 @@ class Settings(BaseSettings):
     )
     retry_delay_s: float = Field(1.0, ge=0, le=300, description="Base delay before such a pass (doubles, jittered).")
 
-    describer_model_id: str = Field(
-        "anthropic.claude-3-haiku-20240307-v1:0",
-        description="Bedrock model id or inference profile id (e.g. 'us.anthropic...') for descriptions.",
+    describer_model_id: str | None = Field(
+        None,
+        max_length=2048,
+        description=(
+            "Claude model for descriptions: a Bedrock model id, inference profile id ('us.anthropic...', "
+            "'global.anthropic...') or ARN, used verbatim. Unset: Claude Haiku 4.5 through the inference profile "
+            "of the run's region's geography (us., eu., jp., au.; global. elsewhere)."
+        ),
     )
     embedder_model_id: str = Field(
-        "amazon.titan-embed-image-v1", description="Bedrock model id for multimodal embeddings."
+        "amazon.titan-embed-image-v1",
+        description="Bedrock multimodal embeddings model: 'amazon.titan-embed-image-v1' (Titan G1) or "
+        "'amazon.nova-2-multimodal-embeddings-v1:0' (Amazon Nova Multimodal Embeddings).",
     )
     prompt_file: Path | None = Field(
         None, description="A prompt template of your own (see media_enrichment/prompts/)."
@@ -102,7 +135,13 @@ class Settings(BaseSettings):
         None,
         description="Name of a prefect-aws AwsCredentials block to take credentials and region from (flows only).",
     )
-    aws_region: str | None = Field(None, description="AWS region (default: boto3's own chain).")
+    aws_region: str | None = Field(
+        None,
+        description=(
+            "AWS region of every client (Bedrock, S3, delta-rs). Unset: the AwsCredentials block's region, then "
+            "AWS_REGION, then AWS_DEFAULT_REGION or the profile's region (media_enrichment.aws.resolve_region)."
+        ),
+    )
     aws_profile: str | None = Field(None, description="AWS named profile (default: boto3's own chain).")
     bedrock_retry_mode: Literal["legacy", "standard", "adaptive"] = Field(
         "standard", description="botocore retry mode for Bedrock calls."
@@ -110,6 +149,24 @@ class Settings(BaseSettings):
     bedrock_max_attempts: int = Field(4, ge=1, le=20, description="botocore attempts per request.")
     bedrock_connect_timeout: float = Field(5.0, gt=0, le=120, description="Seconds to connect.")
     bedrock_read_timeout: float = Field(120.0, gt=0, le=900, description="Seconds to wait for an answer.")
+
+    @model_validator(mode="after")
+    def _embedding_dim_fits_the_embedder(self) -> Settings:
+        # Each embedder class defines the sizes it makes (``dims``). An unknown Bedrock model id
+        # is left to ``build_bedrock_providers``, which refuses it with a ConfigError before any call.
+        from media_enrichment.errors import ConfigError
+        from media_enrichment.providers.embedders import embedder_class
+
+        try:
+            embedder = embedder_class(self.provider, self.embedder_model_id)
+        except ConfigError:
+            return self
+        if isinstance(self.embedding_dim, bool) or self.embedding_dim not in embedder.dims:
+            which = "the local embedder" if self.provider == "local" else self.embedder_model_id
+            *first, last = [str(d) for d in embedder.dims]
+            sizes = f"{', '.join(first)} or {last}" if first else last
+            raise FieldValueError("embedding_dim", f"must be {sizes} for {which}", self.embedding_dim)
+        return self
 
     @model_validator(mode="after")
     def _limits_shared_on_dask(self) -> Settings:
@@ -127,5 +184,53 @@ class Settings(BaseSettings):
     def _dataset_not_blank(cls, value: str) -> str:
         value = value.strip()
         if not value:
-            raise ValueError("dataset must not be empty")
+            raise ValueError("must not be empty")
         return value.rstrip("/")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``chunk_size`` -> ``MEDIA_ENRICH_CHUNK_SIZE``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def build_settings(given: Mapping[str, Any] | None = None, *, name_of: Callable[[str], str] = str) -> Settings:
+    """The settings of a run: the values given, then ``MEDIA_ENRICH_*`` variables, then the defaults.
+
+    Args:
+        given: values from a command line or from flow parameters, by field name; a ``None``
+            value means "not given" and is left to the environment and the defaults.
+        name_of: what the caller calls a field in messages (``--chunk-size`` on the command
+            line); default: the field's name, as a flow parameter.
+
+    Returns:
+        The settings (environment strings coerced to each field's type).
+
+    Raises:
+        ConfigError: one line naming each bad value's option, parameter or variable, with the
+            value, e.g. ``MEDIA_ENRICH_EMBEDDING_DIM: must be 256, 384 or 1024 ... (got 123)``.
+    """
+    values = {key: value for key, value in (given or {}).items() if value is not None}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        lines = [_error_line(error, given=values, name_of=name_of) for error in exc.errors()]
+        raise ConfigError("; ".join(dict.fromkeys(lines))) from exc
+
+
+def _error_line(error: Mapping[str, Any], *, given: Mapping[str, Any], name_of: Callable[[str], str]) -> str:
+    message = str(error.get("msg", "invalid value"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if message.startswith("Input should be "):
+        message = "must be " + message.removeprefix("Input should be ")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldValueError):
+        field, value = cause.field, cause.value
+    elif error.get("loc"):
+        field, value = str(error["loc"][0]), error.get("input")
+    else:
+        return message  # a check across fields, which names what to change itself
+    if error.get("type") == "extra_forbidden":
+        return f"{name_of(field)}: not a setting (see media_enrichment/config.py)"
+    where = name_of(field) if field in given else env_name(field)
+    return f"{where}: {message} (got {value})"

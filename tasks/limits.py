@@ -10,7 +10,7 @@ Each limit is a global concurrency limit with slot decay (``rate_limit`` refuses
 without it): ``slot_decay_per_second`` is the per-minute quota / 60 and ``limit`` (the burst)
 one second of it. The same limits can be made by hand::
 
-    prefect gcl create "bedrock:us-east-1:anthropic.claude-3-haiku-20240307-v1:0:rpm" \\
+    prefect gcl create "bedrock:us-east-1:us.anthropic.claude-haiku-4-5-20251001-v1:0:rpm" \\
         --limit 50 --slot-decay-per-second 50
 
 Limits are acquired with ``strict=True``: Prefect's default skips a missing limit with only a
@@ -32,6 +32,7 @@ from prefect.types.names import BANNED_CHARACTERS
 
 from media_enrichment.config import Settings
 from media_enrichment.errors import ConfigError
+from tasks.aws import run_region
 
 logger = logging.getLogger(__name__)
 
@@ -107,23 +108,22 @@ def limit_name(model_id: str, kind: str, region: str | None) -> str:
     return name
 
 
-def _region(settings: Settings) -> str | None:
-    if settings.aws_region:
-        return settings.aws_region
-    try:
-        from media_enrichment.aws import make_session
-
-        return make_session(profile=settings.aws_profile, region=None).region_name
-    except Exception:  # noqa: BLE001 - the name only needs a best-effort region
-        return None
-
-
 def rate_limit_specs(settings: Settings) -> list[RateLimitSpec]:
-    """The limits the settings ask for (``describer_rpm``, ``describer_tpm``, ``embedder_rpm``)."""
-    region = _region(settings)
+    """The limits the settings ask for (``describer_rpm``, ``describer_tpm``, ``embedder_rpm``).
+
+    Their names carry the region the run's Bedrock client uses (``tasks.aws.run_region``:
+    ``MEDIA_ENRICH_AWS_REGION``, the AwsCredentials block's, ``AWS_REGION``, then boto3's chain),
+    so runs in one region share a budget and runs in two do not.
+    """
+    if not any((settings.describer_rpm, settings.describer_tpm, settings.embedder_rpm)):
+        return []
+    from media_enrichment.providers.bedrock import resolve_describer_model
+
+    region = run_region(settings)
+    describer = resolve_describer_model(region, settings.describer_model_id)  # the id the run calls
     wanted = (
-        ("describer-rpm", settings.describer_model_id, "rpm", settings.describer_rpm),
-        ("describer-tpm", settings.describer_model_id, "tpm", settings.describer_tpm),
+        ("describer-rpm", describer, "rpm", settings.describer_rpm),
+        ("describer-tpm", describer, "tpm", settings.describer_tpm),
         ("embedder-rpm", settings.embedder_model_id, "rpm", settings.embedder_rpm),
     )
     return [RateLimitSpec(key, limit_name(model, kind, region), value) for key, model, kind, value in wanted if value]

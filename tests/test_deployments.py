@@ -62,7 +62,9 @@ def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest
     served = subprocess.Popen(
         [sys.executable, "-m", "media_enrichment.cli", "serve", "--file", str(REPO / "deployments" / "prefect.yaml"),
          "--dataset", str(dataset)],
-        env=env, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
+        # What the deployments leave out, their runs take from the serving process's environment.
+        env={**env, "MEDIA_ENRICH_EMBEDDING_DIM": "256"}, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -99,6 +101,7 @@ def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest
     rows = Dataset(str(dataset)).read_assets()
     assert sorted(rows["image_id"]) == sorted(manifest["image_id"])
     assert dict(rows.groupby("batch").size()) == {"b1": 3, "b2": 3}
+    assert set(rows["embedding_dim"]) == {256}, "the served runs used the serving process's MEDIA_ENRICH_*"
     assert len(Dataset(str(dataset)).history()) == 2, "one commit per batch run"
 
 
@@ -123,7 +126,7 @@ def test_deployed_to_a_process_work_pool_and_run_by_a_worker(prefect_server, sam
     worker_dir.mkdir()
     worker = subprocess.Popen(
         [*prefect, "worker", "start", "--pool", "media-enrichment", "--type", "process"],
-        env={**env, "MEDIA_ENRICH_PROJECT_DIR": str(REPO)}, cwd=worker_dir,
+        env={**env, "MEDIA_ENRICH_PROJECT_DIR": str(REPO), "MEDIA_ENRICH_EMBEDDING_DIM": "384"}, cwd=worker_dir,
         stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     dataset = tmp_path / "ds"
@@ -139,5 +142,6 @@ def test_deployed_to_a_process_work_pool_and_run_by_a_worker(prefect_server, sam
     assert "Completed" in run.stdout, run.stdout + (tmp_path / "worker.log").read_text()[-3000:]
     rows = Dataset(str(dataset)).read_assets()
     assert len(rows) == 8 and set(rows["batch"]) == {"pool"}
+    assert set(rows["embedding_dim"]) == {384}, "the deployed run used the worker's MEDIA_ENRICH_*"
     flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
     assert set(rows["run_id"]) == {flow_run_id}, "the rows were written by the worker's flow run"
