@@ -3,7 +3,8 @@
 Every catalogue becomes one DataFrame with at least ``image_id`` and ``source_uri`` (an absolute
 local path or an ``s3://`` URI), plus the manifest's extra columns. A malformed catalogue raises
 ``CatalogError`` before any model is called; a missing image does not: it is found when the image
-is read, and becomes a failure row.
+is read, and becomes a failure row. S3 refusing access (denied, bad or expired credentials, no such
+bucket) raises ``CatalogAccessError`` wherever it happens: no image could be read, so the run stops.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from media_enrichment.errors import CatalogError, ImageError
+from media_enrichment.errors import CatalogAccessError, CatalogError, ImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp"})
 MANIFEST_SUFFIXES = frozenset({".csv", ".parquet", ".pq"})
@@ -44,6 +45,50 @@ class Catalog:
 
 def _is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
+
+
+#: S3 error codes no retry can fix, and what to check. A single missing object (NoSuchKey,
+#: 404) is not among them: it is that image's failure.
+_ACCESS_CODES = {
+    "AccessDenied": "access denied", "AllAccessDisabled": "access denied", "403": "access denied",
+    "Forbidden": "access denied", "InvalidAccessKeyId": "credentials refused",
+    "SignatureDoesNotMatch": "credentials refused", "InvalidToken": "credentials refused",
+    "ExpiredToken": "credentials expired", "ExpiredTokenException": "credentials expired",
+    "TokenRefreshRequired": "credentials expired", "NoSuchBucket": "no such bucket",
+}
+
+
+def access_error(exc: BaseException, uri: str, *, action: str = "reading") -> CatalogAccessError | None:
+    """A boto3 error that no retry can fix (access denied, bad or expired credentials, no such
+    bucket, no credentials at all) as one line naming the bucket and the fix; None otherwise.
+
+    Args:
+        exc: the error boto3 raised.
+        uri: what was being read or listed.
+        action: "reading" or "listing".
+
+    Returns:
+        The error to raise, or None for an error of this object only (NoSuchKey) or a
+        transient one.
+    """
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError, TokenRetrievalError
+
+    bucket = uri[len("s3://") :].split("/", 1)[0]
+    permission = "s3:ListBucket" if action == "listing" else "s3:GetObject"
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError, TokenRetrievalError)):
+        kind = "no usable credentials"
+    elif isinstance(exc, ClientError):
+        kind = _ACCESS_CODES.get(str(exc.response.get("Error", {}).get("Code", "")))
+        if kind is None:
+            return None
+    else:
+        return None
+    if kind == "no such bucket":
+        return CatalogAccessError(f"no such bucket {bucket!r} {action} {uri}: check the bucket name, AWS_REGION and the endpoint")
+    return CatalogAccessError(
+        f"{kind} {action} {uri}: check the credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID, or the AwsCredentials block) "
+        f"and {permission} on bucket {bucket!r}"
+    )
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
@@ -83,9 +128,12 @@ def load_catalog(
         frame = _scan_folder(Path(text))
         kind = "folder"
     if batch is not None and "batch" in frame.columns:
-        frame = frame[frame["batch"].astype(str) == batch]
-        if frame.empty:
-            raise CatalogError(f"no rows of batch {batch!r} in {text}")
+        labels = frame["batch"].astype(str)
+        if not (labels == batch).any():
+            known = sorted(set(labels))
+            shown = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "")
+            raise CatalogError(f"no rows of batch {batch!r} in {text}; its batches: {shown}")
+        frame = frame[labels == batch]
     frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
     if limit is not None:
         frame = frame.head(limit).reset_index(drop=True)
@@ -184,7 +232,7 @@ def _scan_s3_prefix(uri: str, *, s3_client: Any) -> pd.DataFrame:
                     ids.append(relative)
                     uris.append(f"s3://{bucket}/{key}")
     except Exception as exc:  # botocore ClientError, NoCredentialsError, endpoint errors
-        raise CatalogError(f"could not list {uri}: {exc}") from exc
+        raise access_error(exc, uri, action="listing") or CatalogError(f"could not list {uri}: {exc}") from exc
     if not ids:
         raise CatalogError(f"no images under {uri}")
     return pd.DataFrame({"image_id": ids, "source_uri": uris})
@@ -200,6 +248,10 @@ def read_bytes(uri: str, *, s3_client: Any = None, error: type[Exception] = Imag
 
     Returns:
         The object's bytes.
+
+    Raises:
+        CatalogAccessError: S3 refused the credentials, denied access or has no such bucket
+            (whatever ``error`` is: no other object could be read either).
     """
     if _is_s3(uri):
         if s3_client is None:
@@ -208,7 +260,7 @@ def read_bytes(uri: str, *, s3_client: Any = None, error: type[Exception] = Imag
         try:
             return s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as exc:  # botocore ClientError (NoSuchKey, AccessDenied), connection errors
-            raise error(f"could not read {uri}: {exc}") from exc
+            raise access_error(exc, uri) or error(f"could not read {uri}: {exc}") from exc
     try:
         return Path(uri).read_bytes()
     except FileNotFoundError:

@@ -12,6 +12,8 @@ Every commit carries the run id, the models and the prompt version in its commit
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +34,23 @@ from media_enrichment.schema import ASSETS_SCHEMA, FAILURES_SCHEMA
 FINGERPRINT_COLUMNS = ["image_id", "content_sha256", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim"]
 
 _COMMIT_ATTEMPTS = 5
+
+#: delta-rs's default for a table's ``delta.deletedFileRetentionDuration`` (7 days): vacuum refuses less.
+DEFAULT_MIN_RETENTION_HOURS = 168
+#: The longest retention vacuum accepts (100 years); delta-rs panics on durations near 2**63 hours.
+MAX_RETENTION_HOURS = 100 * 365 * 24
+_INTERVAL_HOURS = {
+    "nanosecond": 1 / 3.6e12, "microsecond": 1 / 3.6e9, "millisecond": 1 / 3.6e6, "second": 1 / 3600,
+    "minute": 1 / 60, "hour": 1, "day": 24, "week": 168,
+}
+
+
+def _interval_hours(text: str | None) -> float | None:
+    """Hours of a Delta table property interval such as ``interval 7 days`` (None if unreadable)."""
+    match = re.fullmatch(r"\s*interval\s+(\d+)\s+([a-z]+?)s?\s*", (text or "").lower())
+    if not match or match.group(2) not in _INTERVAL_HOURS:
+        return None
+    return int(match.group(1)) * _INTERVAL_HOURS[match.group(2)]
 
 
 def _commit_properties(metadata: Mapping[str, Any]) -> CommitProperties:
@@ -79,6 +98,21 @@ class Dataset:
         S3 beside the tables, so that chunk tasks on other machines and a resumed run see it."""
         return storage.join(self.root, "_staging")
 
+    def check_writable(self) -> None:
+        """Refuse, before any work is paid for, a location this run could not write.
+
+        Locally the tables' and the staging area's folders (or their nearest existing
+        parents) must be writable folders: nothing is created. On S3 a probe object is written
+        and deleted under the staging prefix, which checks the bucket, the credentials (this
+        handle's storage options, or the environment) and the write permission.
+
+        Raises:
+            DatasetLocationError: one line with the reason and the fix.
+        """
+        folders = [self.root, self.staging_dir, self.assets_uri, self.failures_uri] if self.is_local else [self.staging_dir]
+        for folder in folders:
+            storage.check_writable(folder, options=self.storage_options)
+
     def _open(self, uri: str, *, version: int | None = None) -> DeltaTable | None:
         try:
             return DeltaTable(uri, version=version, storage_options=self.storage_options or None)
@@ -98,12 +132,44 @@ class Dataset:
             DatasetError: there is no assets table (nothing was enriched yet) or no such version.
         """
         try:
-            table = self._open(self.assets_uri, version=version)
-        except Exception as exc:  # delta-rs raises a generic error for a version that does not exist
-            raise DatasetError(f"cannot open {self.assets_uri} at version {version}: {exc}") from exc
+            # delta-rs raises a generic error for a version that does not exist, OverflowError for -1
+            table = None if version is not None and version < 0 else self._open(self.assets_uri, version=version)
+        except Exception as exc:
+            latest = self._open(self.assets_uri)
+            if latest is None:
+                raise DatasetError(self.missing_message()) from exc
+            if self._has_version(latest, version):
+                raise DatasetError(f"cannot open {self.assets_uri} at version {version}: {exc}") from exc
+            raise DatasetError(self._no_version(latest, version)) from exc
         if table is None:
-            raise DatasetError(f"no dataset at {self.root} yet: run an enrichment first")
+            latest = self._open(self.assets_uri) if version is not None else None
+            if latest is not None:
+                raise DatasetError(self._no_version(latest, version))
+            raise DatasetError(self.missing_message())
         return table
+
+    def missing_message(self) -> str:
+        """What to tell a user whose dataset root holds no table."""
+        return f"no dataset at {self.root} yet: run an enrichment first"
+
+    def exists(self) -> bool:
+        """Whether the root holds the assets or the failures table (a run created it)."""
+        return self._open(self.assets_uri) is not None or self._open(self.failures_uri) is not None
+
+    @staticmethod
+    def _versions(table: DeltaTable) -> tuple[int, int]:
+        """The oldest and newest versions the table's log still holds."""
+        versions = [int(h["version"]) for h in table.history() if "version" in h] or [table.version()]
+        return min(versions), table.version()
+
+    def _has_version(self, table: DeltaTable, version: int) -> bool:
+        oldest, newest = self._versions(table)
+        return oldest <= version <= newest
+
+    def _no_version(self, table: DeltaTable, version: int) -> str:
+        oldest, newest = self._versions(table)
+        have = f"version {newest} only" if oldest == newest else f"versions {oldest}–{newest}"
+        return f"no version {version} of the dataset at {self.root}: the table has {have}"
 
     def version(self) -> int | None:
         """The assets table's latest version, or None if it does not exist."""
@@ -293,10 +359,15 @@ class Dataset:
 
         Returns:
             The new table version.
+
+        Raises:
+            DatasetError: no assets table, no such version, or it is the current one.
         """
         table = self.assets_table()
-        if not 0 <= version < table.version():
-            raise DatasetError(f"cannot roll back to version {version}: the table is at version {table.version()}")
+        if version == table.version():
+            raise DatasetError(f"version {version} is already the current version of the dataset at {self.root}")
+        if not 0 <= version < table.version():  # (the log is read only to say which versions there are)
+            raise DatasetError(f"cannot roll back: {self._no_version(table, version)}")
         table.restore(version, commit_properties=_commit_properties({"restored_to": version, **(metadata or {})}))
         return table.version()
 
@@ -312,7 +383,8 @@ class Dataset:
         """List, or delete, files no version newer than ``retention_hours`` needs.
 
         Deleting them makes time travel to older versions impossible, so the default only lists
-        them, and delta-rs refuses a retention under its configured minimum (7 days).
+        them, and a retention under the table's minimum (its ``delta.deletedFileRetentionDuration``,
+        7 days by default), which delta-rs would refuse, is refused before it is asked.
 
         Args:
             retention_hours: keep files needed by versions of this age.
@@ -320,9 +392,23 @@ class Dataset:
 
         Returns:
             The files that are (or would be) deleted.
+
+        Raises:
+            DatasetError: no assets table, or a retention out of bounds.
         """
+        table = self.assets_table()
+        configured = table.metadata().configuration.get("delta.deletedFileRetentionDuration")
+        floor = _interval_hours(configured) if configured else DEFAULT_MIN_RETENTION_HOURS
+        if floor is not None and retention_hours < floor:
+            source = f"its delta.deletedFileRetentionDuration is {configured!r}" if configured else "the Delta default"
+            raise DatasetError(
+                f"a retention of {retention_hours} hours is under this table's minimum of {math.ceil(floor)} hours "
+                f"({source}): files younger than that may still be needed by readers and unfinished commits"
+            )
+        if retention_hours > MAX_RETENTION_HOURS:
+            raise DatasetError(f"a retention of {retention_hours} hours is over the maximum of {MAX_RETENTION_HOURS} (100 years)")
         try:
-            return self.assets_table().vacuum(retention_hours=retention_hours, dry_run=dry_run)
+            return table.vacuum(retention_hours=retention_hours, dry_run=dry_run)
         except DeltaError as exc:  # e.g. a retention under the table's minimum
             raise DatasetError(f"vacuum refused: {exc}") from exc
 

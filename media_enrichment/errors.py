@@ -3,6 +3,10 @@
 How the pipeline treats each kind:
 
 * ``CatalogError``: the catalogue itself is unusable; the run stops before any model call.
+  ``CatalogAccessError``: the catalogue's storage refuses the credentials or has no such bucket;
+  the run stops, never retried, never a failure row (a single missing object is an ``ImageError``).
+* ``DatasetLocationError``: the dataset cannot be written there (a file, no permission, no
+  bucket, access denied); the run stops before any model call, never retried.
 * ``ImageError``: one image cannot be used (unreadable, undecodable, too large); it becomes a
   failure row and the run goes on.
 * ``RetryableProviderError``: throttling, 5xx, timeouts; retried with backoff, then a failure row.
@@ -25,6 +29,10 @@ class ConfigError(EnrichmentError):
 
 class CatalogError(EnrichmentError):
     """The catalogue (manifest, folder or prefix) is malformed or cannot be listed."""
+
+
+class CatalogAccessError(CatalogError):
+    """The catalogue's storage refused the request: access denied, bad or expired credentials, no such bucket."""
 
 
 class ImageError(EnrichmentError):
@@ -58,3 +66,7 @@ class FatalProviderError(ProviderError):
 
 class DatasetError(EnrichmentError):
     """The Delta dataset is missing, incompatible or could not be committed."""
+
+
+class DatasetLocationError(DatasetError):
+    """The dataset's location cannot be written: a file, no permission, no such bucket, access denied."""

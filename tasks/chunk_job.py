@@ -72,7 +72,8 @@ def build_services(job: ChunkJob) -> RunServices:
     limiters = None
     if settings.provider == "bedrock" and settings.shared_rate_limits:
         limiters = ensure_rate_limits(settings)
-    session = aws_session_from_block(settings.aws_credentials_block) if settings.aws_credentials_block else None
+    block = settings.aws_credentials_block
+    session = aws_session_from_block(block, region=settings.aws_region) if block else None
     describer, embedder = build_providers(settings, limiters=limiters, session=session)
     s3 = s3_client(settings, session=session) if job.reads_s3 else None
     enricher = ChunkEnricher(

@@ -13,7 +13,7 @@ from prefect.tasks import exponential_backoff
 from media_enrichment.catalog import Catalog, load_catalog
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
-from media_enrichment.errors import ConfigError, FatalProviderError
+from media_enrichment.errors import CatalogError, ConfigError, DatasetLocationError, FatalProviderError
 from media_enrichment.pipeline import (
     ModelVersions,
     Plan,
@@ -21,6 +21,7 @@ from media_enrichment.pipeline import (
     StagedChunk,
     WorkItem,
     chunk_key,
+    commit_staged,
     failures_table,
     find_staged,
     group_staged,
@@ -33,11 +34,19 @@ from media_enrichment.pipeline import (
 from tasks.chunk_job import ChunkJob, services_for, worker_name
 
 
+#: Errors no retry can fix: access to the models or the catalogue, settings, a dataset
+#: location that cannot be written (a file, no permission, no bucket, access denied).
+_FATAL = (
+    FatalProviderError, ConfigError, CatalogError, DatasetLocationError,
+    NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError,
+)
+
+
 def _retry_unless_fatal(task, task_run, state) -> bool:
     """Prefect retry condition: retry anything but errors no retry can fix."""
     try:
         state.result()
-    except (FatalProviderError, ConfigError):
+    except _FATAL:
         return False
     except Exception:
         return True
@@ -61,7 +70,8 @@ def plan_enrichment(
     settings: Settings,
     default_batch: str | None = None,
 ) -> Plan:
-    """Hash the catalogue's images and skip those already enriched with these models."""
+    """Check the dataset can be written, hash the catalogue's images, skip those already enriched."""
+    dataset.check_writable()  # before any image is read or any model called
     return plan_work(
         catalog,
         stored=dataset.fingerprints(),
@@ -92,9 +102,12 @@ def enrich_chunk(items: list[WorkItem], *, job: ChunkJob) -> StagedChunk:
     services = services_for(job)
     enricher, options = services.enricher, services.storage_options
     key = chunk_key(items, enricher.versions)
+    # Staged already by an earlier attempt, a run that died, or a run going on now: no model call.
     staged = find_staged(staging_dir=job.staging_dir, key=key, storage_options=options)
-    if staged is None:  # else finished by an earlier attempt or an interrupted run: no model call
-        staged = stage_chunk(enricher.enrich(items), staging_dir=job.staging_dir, key=key, storage_options=options)
+    if staged is None:
+        staged = stage_chunk(
+            enricher.enrich(items), staging_dir=job.staging_dir, key=key, run_id=job.run_id, storage_options=options
+        )
     return dataclasses.replace(staged, worker=worker_name())
 
 
@@ -109,15 +122,23 @@ def merge_results(
 ) -> dict[str, int | None]:
     """Merge the staged chunks into the assets table (one commit per commit_rows rows); record failures."""
     options = dataset.storage_options
+    # A staged file another run committed and removed meanwhile is left out: its rows are in.
     failures = pa.concat_tables([staged_failures(staged, storage_options=options), failures_table(plan_failures)])
     enriched_ids = staged_image_ids(staged, storage_options=options)
     counts = {**metadata, "enriched": len(enriched_ids), "failed": failures.num_rows}
     groups = group_staged(staged, max_rows=commit_rows)
     assets_version = None
     for part, group in enumerate(groups, start=1):
-        part_metadata = {**counts, "part": f"{part}/{len(groups)}"} if len(groups) > 1 else counts
-        assets_version = dataset.merge_assets_from_parquet([c.assets_path for c in group], metadata=part_metadata)
-        remove_staged(group, storage_options=options)  # committed: a resumed run does not merge them again
+        # A part carries the run's counts and its own ("part_enriched": the rows this commit wrote).
+        part_metadata = (
+            {**counts, "part": f"{part}/{len(groups)}", "part_enriched": sum(c.enriched for c in group)}
+            if len(groups) > 1 else counts
+        )
+        version = commit_staged(dataset, group, metadata=part_metadata)
+        assets_version = assets_version if version is None else version
+        # Committed: a resumed run does not merge them again. Chunks with failure rows stay
+        # until those are recorded too.
+        remove_staged([c for c in group if not c.failed], storage_options=options)
     failures_version = dataset.record_failures(failures, resolved_ids=enriched_ids, metadata=counts)
-    remove_staged(staged, storage_options=options)
+    remove_staged(staged, storage_options=options)  # only this run's chunks: those it wrote or committed
     return {"assets_version": assets_version, "failures_version": failures_version}

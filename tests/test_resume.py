@@ -21,7 +21,7 @@ from media_enrichment.testing import BedrockServer, FaultPlan
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 
 
 def _sent_digest(path: str) -> str:
@@ -48,7 +48,7 @@ def test_sigkill_after_half_the_chunks_then_resume(sample_manifest, tmp_path, mo
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 300
-        while len(list(staging.glob("*.assets.parquet"))) < chunks // 2:
+        while len(list(staging.glob("*.parquet"))) < chunks // 2:
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the run staged nothing in time"
             time.sleep(0.05)
@@ -57,7 +57,7 @@ def test_sigkill_after_half_the_chunks_then_resume(sample_manifest, tmp_path, mo
 
         assert Dataset(str(dataset)).version() is None, "killed before its commit"
         staged_ids = {
-            i for path in staging.glob("*.assets.parquet") for i in pq.read_table(path, columns=["image_id"]).column(0).to_pylist()
+            i for path in staging.glob("*.parquet") for i in pq.read_table(path, columns=["image_id"]).column(0).to_pylist()
         }
         assert len(staged_ids) >= (chunks // 2) * chunk_size
 

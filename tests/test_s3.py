@@ -14,9 +14,10 @@ import pytest
 from flows.enrich import enrich_catalog
 from media_enrichment.catalog import load_catalog, read_bytes
 from media_enrichment.dataset import Dataset
-from media_enrichment.errors import CatalogError, ImageError
+from media_enrichment.errors import CatalogAccessError, CatalogError, DatasetLocationError, ImageError
 from media_enrichment.pipeline import (
     ChunkResult,
+    commit_staged,
     find_staged,
     remove_staged,
     stage_chunk,
@@ -119,9 +120,10 @@ def test_chunks_stage_on_s3_beside_the_dataset_and_are_found_again(s3):
         "error_type": "ImageError", "message": "bad", "attempts": 1, "permanent": True, "run_id": "r",
         "at": datetime.now(timezone.utc),
     }
-    staged = stage_chunk(ChunkResult(rows=rows, failures=[failure]), staging_dir=dataset.staging_dir, key="k1")
-    assert staged.assets_path == "s3://media/ds/_staging/k1.assets.parquet"
-    assert _parquet_keys(s3, "ds/_staging/") == {"ds/_staging/k1.assets.parquet", "ds/_staging/k1.failures.parquet"}
+    staged = stage_chunk(ChunkResult(rows=rows, failures=[failure]), staging_dir=dataset.staging_dir, key="k1", run_id="r")
+    assert staged.assets_path.startswith("s3://media/ds/_staging/k1.r-") and staged.assets_path.endswith(".parquet")
+    key = staged.assets_path.removeprefix("s3://media/")
+    assert _parquet_keys(s3, "ds/_staging/") == {key}, "one object per chunk: its rows, and its failures in the footer"
 
     found = find_staged(staging_dir=dataset.staging_dir, key="k1")
     assert found == staged, "a later attempt, anywhere, finds the chunk instead of paying for it again"
@@ -129,11 +131,23 @@ def test_chunks_stage_on_s3_beside_the_dataset_and_are_found_again(s3):
     assert staged_image_ids([found]) == ["img-0", "img-1", "img-2"]
     assert staged_failures([found]).column("image_id").to_pylist() == ["bad"]
 
-    assert dataset.merge_assets_from_parquet([found.assets_path], metadata={"run_id": "r"}) == 0
-    assert sorted(dataset.read_assets()["title"]) == ["T0", "T1", "T2"]
-    remove_staged([found])
+    # Another writer's upload cut short (no footer) is passed over and removed.
+    body = s3.get_object(Bucket="media", Key=key)["Body"].read()
+    s3.put_object(Bucket="media", Key="ds/_staging/k1.0-cut.parquet", Body=body[: len(body) // 2])
+    assert find_staged(staging_dir=dataset.staging_dir, key="k1") == staged
+    assert _parquet_keys(s3, "ds/_staging/") == {key}
+
+    other = stage_chunk(
+        ChunkResult(rows=[{**rows[0], "image_id": "img-9", "title": "T9"}]), staging_dir=dataset.staging_dir, key="k2", run_id="r"
+    )
+    assert commit_staged(dataset, [found, other], metadata={"run_id": "r"}) == 0
+    assert sorted(dataset.read_assets()["title"]) == ["T0", "T1", "T2", "T9"]
+    remove_staged([found, other])
     assert not _parquet_keys(s3, "ds/_staging/")
     assert find_staged(staging_dir=dataset.staging_dir, key="k1") is None
+    # Gone meanwhile (another run committed and removed it): left out, not an error.
+    assert staged_image_ids([found]) == [] and staged_failures([found]).num_rows == 0
+    assert commit_staged(dataset, [found], metadata={"run_id": "r"}) is None
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -164,3 +178,97 @@ def test_an_aws_credentials_block_writes_the_s3_dataset(s3, sample_manifest, mon
     assert sorted(rows["image_id"]) == sorted(keys)
     assert not _parquet_keys(s3, "signed/_staging/")
     assert "block-secret" not in json.dumps(summary, default=str), "no secret in the run's summary"
+
+
+@pytest.fixture
+def moto_auth(s3, monkeypatch):
+    """moto's IAM authorisation switched on (off by default: any credentials pass): yields a
+    function that makes a user allowed only ``actions`` and signs this process's S3 calls
+    with its keys. The server's setting is global: switched off again afterwards."""
+    import urllib.request
+
+    endpoint = s3.meta.endpoint_url
+
+    def reset_auth(count: str) -> None:
+        request = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth", data=count.encode(), method="POST", headers={"Content-Type": "text/plain"}
+        )
+        urllib.request.urlopen(request, timeout=10).read()
+
+    iam = boto3.client("iam")
+
+    def user_allowed(name: str, actions: list[str]) -> dict[str, str]:
+        iam.create_user(UserName=name)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        iam.put_user_policy(UserName=name, PolicyName="only", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+    def sign_as(keys: dict[str, str]) -> None:
+        for name, value in keys.items():
+            monkeypatch.setenv(name, value)
+        reset_auth("0")  # from now on every request is authenticated and authorised
+
+    try:
+        yield user_allowed, sign_as
+    finally:
+        reset_auth("inf")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_access_denied_on_the_catalogue_stops_the_run_before_any_chunk(s3, moto_auth, sample_manifest, tmp_path):
+    """A user who may list the prefix but not read its objects: one line naming the bucket and
+    the fix, no failure rows, no chunk run (nothing staged, no table)."""
+    _upload_sample(s3, sample_manifest, "incoming/locked", 3)
+    user_allowed, sign_as = moto_auth
+    sign_as(user_allowed("lister", ["s3:ListBucket"]))
+    dataset = tmp_path / "ds"
+    with pytest.raises(CatalogAccessError) as caught:
+        enrich_catalog(source="s3://media/incoming/locked/", dataset=str(dataset), embedding_dim=256)
+    message = str(caught.value)
+    assert message.startswith("access denied reading s3://media/incoming/locked/") and "\n" not in message
+    assert "s3:GetObject on bucket 'media'" in message and "AWS_ACCESS_KEY_ID" in message
+    assert not (dataset / "_staging").exists() and Dataset(str(dataset)).version() is None
+    assert Dataset(str(dataset)).read_failures().empty, "bad credentials do not fill the failures table"
+
+
+def test_refused_credentials_and_missing_buckets_are_catalogue_access_errors(s3, moto_auth, sample_manifest):
+    keys = _upload_sample(s3, sample_manifest, "incoming/keys", 1)
+    # Without authorisation: a missing bucket is fatal, a missing object is that image's failure.
+    with pytest.raises(CatalogAccessError, match="no such bucket 'no-such-bucket'"):
+        read_bytes("s3://no-such-bucket/a.png", s3_client=s3)
+    with pytest.raises(CatalogAccessError, match="no such bucket 'no-such-bucket' listing"):
+        load_catalog("s3://no-such-bucket/incoming/", s3_client=s3)
+    with pytest.raises(ImageError, match="could not read"):
+        read_bytes("s3://media/incoming/keys/missing.png", s3_client=s3)
+
+    user_allowed, sign_as = moto_auth
+    keys_of_reader = user_allowed("reader", ["s3:ListBucket", "s3:GetObject"])
+    sign_as({"AWS_ACCESS_KEY_ID": "AKIAUNKNOWN000000000", "AWS_SECRET_ACCESS_KEY": "nope"})
+    with pytest.raises(CatalogAccessError, match=r"credentials refused listing s3://media/incoming/keys/.*s3:ListBucket"):
+        load_catalog("s3://media/incoming/keys/", s3_client=boto3.client("s3"))
+    wrong_secret = boto3.client(
+        "s3", aws_access_key_id=keys_of_reader["AWS_ACCESS_KEY_ID"], aws_secret_access_key="not-the-secret"
+    )
+    with pytest.raises(CatalogAccessError, match="credentials refused reading"):
+        read_bytes(f"s3://media/incoming/keys/{keys[0]}", s3_client=wrong_secret)
+    with pytest.raises(CatalogAccessError, match="credentials refused reading s3://media/m.csv"):
+        load_catalog("s3://media/m.csv", s3_client=wrong_secret)  # a manifest, too
+    reader = boto3.client("s3", **{k.lower(): v for k, v in keys_of_reader.items()})
+    assert read_bytes(f"s3://media/incoming/keys/{keys[0]}", s3_client=reader), "the control: the right keys read it"
+
+
+def test_an_s3_dataset_location_is_checked_before_any_work(s3, moto_auth):
+    Dataset("s3://media/checked").check_writable()
+    assert not _parquet_keys(s3, "checked/") and not [
+        o["Key"] for o in s3.list_objects_v2(Bucket="media", Prefix="checked/").get("Contents", []) if "write-check" in o["Key"]
+    ], "the probe is removed"
+    with pytest.raises(DatasetLocationError, match="no such bucket 'no-such-bucket'.*check the bucket name"):
+        Dataset("s3://no-such-bucket/ds").check_writable()
+
+    user_allowed, sign_as = moto_auth
+    sign_as(user_allowed("read-only", ["s3:ListBucket", "s3:GetObject"]))
+    with pytest.raises(DatasetLocationError, match=r"access denied writing s3://media/checked/_staging: .*s3:PutObject"):
+        Dataset("s3://media/checked").check_writable()
+    with pytest.raises(DatasetLocationError, match="access denied"):  # a chunk staged meanwhile: not retried
+        stage_chunk(ChunkResult(), staging_dir="s3://media/checked/_staging", key="k", run_id="r")

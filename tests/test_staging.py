@@ -1,0 +1,214 @@
+"""Staging under concurrent runs, half-written entries, and a dataset location checked first."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from flows.enrich import enrich_catalog
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import (
+    CatalogAccessError,
+    ConfigError,
+    DatasetLocationError,
+    FatalProviderError,
+    RetryableProviderError,
+)
+from media_enrichment.pipeline import (
+    ChunkResult,
+    ModelVersions,
+    WorkItem,
+    assets_table,
+    chunk_key,
+    commit_staged,
+    find_staged,
+    remove_staged,
+    split_chunks,
+    stage_chunk,
+    staged_failures,
+    staged_image_ids,
+)
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    """A CLI subprocess's environment: its own Prefect home (two temporary servers on one
+    SQLite file lock each other up), and time for a fresh home's migrations."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", COLUMNS="200")
+    return env
+
+
+def _summary_value(output: str, name: str) -> str:
+    match = re.search(rf"│ {name}\s+│ (\S+)", output)
+    assert match, f"no {name} in the run's summary:\n{output}"
+    return match.group(1)
+
+
+def test_two_cli_runs_at_once_on_a_new_dataset(sample_manifest, tmp_path):
+    """Both stage the same chunks (same images, same models); one commits and removes its files
+    while the other may still be using them. Both succeed, every image is stored once."""
+    dataset = tmp_path / "ds"
+    count = 16
+    command = [
+        sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--dataset", str(dataset),
+        "--limit", str(count), "--chunk-size", "2", "--concurrency", "2", "--embedding-dim", "256",
+    ]
+    runs = [
+        subprocess.Popen(
+            command, cwd=tmp_path, env=_cli_env(tmp_path / f"prefect-{name}"),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for name in ("a", "b")
+    ]
+    outputs = []
+    for process in runs:
+        try:
+            outputs.append(process.communicate(timeout=900)[0])
+        finally:
+            process.kill()
+    for process, output in zip(runs, outputs):
+        assert process.returncode == 0, output
+
+    # Each run planned all of them, so neither started after the other had committed: they raced.
+    for output in outputs:
+        assert _summary_value(output, "reused") == "0" and _summary_value(output, "enriched") == str(count), output
+    rows = Dataset(str(dataset)).read_assets(columns=["image_id", "run_id"])
+    expected = sorted(pd.read_csv(sample_manifest, dtype=str)["image_id"])[:count]
+    assert sorted(rows["image_id"]) == expected and rows["image_id"].is_unique
+    assert set(rows["run_id"]) <= {_summary_value(o, "run_id") for o in outputs}
+    assert not list((dataset / "_staging").glob("*.parquet")), "each run removes what it wrote or committed"
+    assert Dataset(str(dataset)).read_failures().empty
+
+
+def _row(image_id: str, run_id: str = "r") -> dict:
+    from datetime import datetime, timezone
+
+    return {
+        "image_id": image_id, "source_uri": f"/in/{image_id}.png", "content_sha256": "0" * 64, "media_type": "image/png",
+        "width": 4, "height": 3, "size_bytes": 10, "batch": "b", "attributes": None, "title": f"T {image_id}",
+        "description": "d", "keywords": ["k"], "tags": ["t"], "ocr_texts": [], "embedding": [0.6, 0.8],
+        "embedding_dim": 2, "enrichment_model": "m", "embedding_model": "e", "prompt_version": "p",
+        "input_tokens": 7, "output_tokens": 3, "run_id": run_id, "enriched_at": datetime.now(timezone.utc),
+    }
+
+
+def _failure(image_id: str) -> dict:
+    from datetime import datetime, timezone
+
+    return {
+        "image_id": image_id, "source_uri": f"/in/{image_id}.png", "content_sha256": None, "stage": "prepare",
+        "error_type": "ImageError", "message": "bad", "attempts": 1, "permanent": True, "run_id": "r",
+        "at": datetime.now(timezone.utc),
+    }
+
+
+def test_writers_of_one_chunk_never_collide_and_a_vanished_file_is_left_out(tmp_path):
+    dataset = Dataset(tmp_path / "ds")
+    staging = dataset.staging_dir
+    first = stage_chunk(ChunkResult(rows=[_row("a"), _row("b")], failures=[_failure("x")]), staging_dir=staging, key="k1", run_id="run-a")
+    second = stage_chunk(ChunkResult(rows=[_row("a"), _row("b")], failures=[_failure("x")]), staging_dir=staging, key="k1", run_id="run-b")
+    assert first.assets_path != second.assets_path, "two writers of one chunk write two files"
+    assert sorted(p.name for p in Path(staging).iterdir()) == sorted(Path(c.assets_path).name for c in (first, second))
+    assert Path(first.assets_path).name.startswith("k1.run-a-") and first.writer.startswith("run-a-")
+    assert (first.enriched, first.failed, first.input_tokens, first.output_tokens) == (2, 1, 14, 6)
+    assert find_staged(staging_dir=staging, key="k1") in (first, second), "any complete entry is reused, whoever wrote it"
+
+    remove_staged([first])  # run-a committed its file: run-b's is untouched
+    assert find_staged(staging_dir=staging, key="k1") == second
+    remove_staged([first])  # a file already gone is fine
+
+    third = stage_chunk(ChunkResult(rows=[_row("c")]), staging_dir=staging, key="k2", run_id="run-b")
+    remove_staged([second])  # another run committed and removed a file run-b was going to commit
+    assert staged_image_ids([second, third]) == ["c"]
+    assert staged_failures([second, third]).num_rows == 0
+    assert commit_staged(dataset, [second, third], metadata={"run_id": "run-b"}) == 0
+    assert list(dataset.read_assets()["image_id"]) == ["c"]
+    assert commit_staged(dataset, [second], metadata={"run_id": "run-b"}) is None, "nothing left to commit"
+
+
+def test_half_written_entries_are_ignored_and_removed(tmp_path):
+    staging = Dataset(tmp_path / "ds").staging_dir
+    # The old layout's failure mode: rows staged, the failures file never written.
+    Path(staging).mkdir(parents=True)
+    pq.write_table(assets_table([_row("a")]), Path(staging) / "k1.assets.parquet")
+    # A file cut short, and one empty.
+    whole = stage_chunk(ChunkResult(rows=[_row("a")]), staging_dir=staging, key="k1", run_id="dead")
+    data = Path(whole.assets_path).read_bytes()
+    Path(whole.assets_path).write_bytes(data[: len(data) // 2])
+    (Path(staging) / "k1.empty.parquet").write_bytes(b"")
+    assert find_staged(staging_dir=staging, key="k1") is None
+    assert not list(Path(staging).glob("k1.*")), "not a complete entry: deleted, never a dead end"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_forced_run_repairs_half_written_entries(sample_manifest, tmp_path):
+    """Half-written entries of the chunks a --force run stages are passed over (and removed),
+    not reused and not a failure."""
+    dataset = tmp_path / "ds"
+    first = enrich_catalog(source=str(sample_manifest), dataset=str(dataset), chunk_size=2, limit=4, embedding_dim=256)
+    stored = Dataset(str(dataset)).read_assets().sort_values("image_id")
+    versions = ModelVersions(first["enrichment_model"], first["embedding_model"], first["prompt_version"], first["embedding_dim"])
+    items = [WorkItem(r.image_id, r.source_uri, r.content_sha256) for r in stored.itertuples()]
+    keys = [chunk_key(chunk, versions) for chunk in split_chunks(items, 2)]
+    staging = Path(dataset / "_staging")
+    staging.mkdir(exist_ok=True)
+    old_rows = pq.read_table(next((dataset / "assets").glob("*.parquet")))
+    pq.write_table(old_rows.slice(0, 2), staging / f"{keys[0]}.assets.parquet")  # rows without failures
+    cut = stage_chunk(ChunkResult(rows=[_row("x")]), staging_dir=str(staging), key=keys[1], run_id="dead")
+    Path(cut.assets_path).write_bytes(Path(cut.assets_path).read_bytes()[:100])
+
+    forced = enrich_catalog(source=str(sample_manifest), dataset=str(dataset), chunk_size=2, limit=4, embedding_dim=256, force=True)
+    assert forced["enriched"] == 4 and forced["failed"] == 0
+    rows = Dataset(str(dataset)).read_assets()
+    assert sorted(rows["image_id"]) == list(stored["image_id"]) and set(rows["run_id"]) == {forced["run_id"]}
+    assert not list(staging.glob("*.parquet")), "the half-written entries are gone"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_dataset_path_that_is_a_file_is_refused_before_any_chunk(sample_manifest, tmp_path):
+    target = tmp_path / "not-a-folder"
+    target.write_text("keep me")
+    for dataset, words in ((target, "is a file"), (target / "ds", "is inside")):
+        with pytest.raises(DatasetLocationError, match=words):
+            enrich_catalog(source=str(sample_manifest), dataset=str(dataset), limit=2, embedding_dim=256)
+    assert target.read_text() == "keep me"
+    with pytest.raises(DatasetLocationError, match="is a file"):
+        Dataset(target).check_writable()
+    Dataset(tmp_path / "new" / "ds").check_writable()  # a folder still to create is fine
+    assert not (tmp_path / "new").exists(), "the check creates nothing"
+
+
+def test_the_cli_refuses_a_file_as_dataset_in_one_line(sample_manifest, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--dataset", "taken", "--limit", "2"],
+        cwd=tmp_path, env=_cli_env(tmp_path / ".prefect"), capture_output=True, text=True, timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    assert errors == ["error: the dataset location taken is a file: choose a folder (--dataset)"], output
+    assert "Traceback" not in output
+
+
+def test_errors_no_retry_can_fix_are_not_retried():
+    from prefect.states import Failed
+
+    from tasks.enrichment import _retry_unless_fatal
+
+    def retried(error: BaseException) -> bool:
+        return _retry_unless_fatal(None, None, Failed(data=error))
+
+    for error in (
+        DatasetLocationError("no bucket"), CatalogAccessError("denied"), FatalProviderError("denied"), ConfigError("bad"),
+        NotADirectoryError(20, "Not a directory"), PermissionError(13, "Permission denied"),
+    ):
+        assert not retried(error), error
+    assert retried(RetryableProviderError("throttled")) and retried(OSError("connection reset"))
