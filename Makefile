@@ -1,5 +1,7 @@
 # Two entry points: `make demo` (enrich the generated sample catalogue offline) and
-# `make test` (the whole suite). Both create the virtual environment they need.
+# `make test` (the whole suite). Both create the virtual environment they need; CI (.ci/run)
+# runs both on a fresh clone, the demo first. The demo's outputs (data/, .prefect/) are ignored
+# by git and by the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

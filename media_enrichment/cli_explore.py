@@ -7,7 +7,7 @@ They read the Delta table and never start Prefect. ``register(app)`` adds them t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -30,9 +30,11 @@ KeywordOpt = Annotated[
 ]
 
 
-def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=1)
+def _fail(exc: BaseException) -> NoReturn:
+    """Stop on a user's mistake: the app prints one ``error:`` line (``-v`` adds the traceback)."""
+    if isinstance(exc, EnrichmentError):
+        raise exc
+    raise EnrichmentError(str(exc)) from exc
 
 
 def _load_index(dataset: str, version: int | None):

@@ -14,6 +14,14 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch):
+    """No test reads the developer's own ``MEDIA_ENRICH_*`` variables; a test that needs one sets it."""
+    for name in list(os.environ):
+        if name.startswith("MEDIA_ENRICH_"):
+            monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     """Fake credentials, a fixed region, and no user AWS config leaking into the test."""

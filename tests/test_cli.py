@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -13,9 +15,10 @@ from deltalake import DeltaTable
 from media_enrichment.schema import ASSETS_SCHEMA
 
 
-def _cli(*args: str, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["COLUMNS"] = "200"
+def _cli(*args: str, cwd, timeout: float = 600, columns: int = 200, **env_extra: str) -> subprocess.CompletedProcess:
+    # No PREFECT_* variable: the CLI's own defaults apply (a fresh home, its start-up budget).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
+    env.update(COLUMNS=str(columns), **env_extra)
     return subprocess.run(
         [sys.executable, "-m", "media_enrichment.cli", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
@@ -65,3 +68,82 @@ def test_malformed_manifest_fails_fast_with_a_clear_message(tmp_path):
     assert "lacks column(s) path" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "data").exists()
+
+
+_PREFECT_VARIABLES = (
+    "PREFECT_HOME", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "PREFECT_SERVER_ANALYTICS_ENABLED",
+    "DO_NOT_TRACK", "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "PREFECT_LOGGING_LOG_PRINTS",
+)
+
+
+def test_prefect_gets_a_startup_budget_unless_the_user_set_one(monkeypatch, tmp_path):
+    from prefect.settings import Settings
+
+    from media_enrichment.cli import EPHEMERAL_STARTUP_TIMEOUT_S, prepare_prefect_environment
+
+    monkeypatch.chdir(tmp_path)
+    for name in _PREFECT_VARIABLES:  # set then unset: the test's end restores what was there
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    prepare_prefect_environment()
+    assert EPHEMERAL_STARTUP_TIMEOUT_S >= 120  # the first start on a fresh home took 21.8 s on 2 cores
+    # The variable is Prefect's own (3.9): its settings read the budget the CLI set.
+    assert Settings().server.ephemeral.startup_timeout_seconds == EPHEMERAL_STARTUP_TIMEOUT_S
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "45")
+    prepare_prefect_environment()
+    assert Settings().server.ephemeral.startup_timeout_seconds == 45
+
+
+def test_a_prefect_server_that_does_not_come_up_in_time_is_one_line_saying_what_to_do(tmp_path):
+    # The user's budget is kept, and 0 s is too short for any server to answer.
+    result = _cli("demo", cwd=tmp_path, timeout=300, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, output
+    assert "within 0 s" in errors[0]
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in errors[0] and "PREFECT_API_URL" in errors[0]
+
+
+def test_history_fits_80_columns_and_each_part_shows_its_own_count(prefect_harness, sample_manifest, tmp_path, monkeypatch):
+    from flows.enrich import enrich_catalog
+    from media_enrichment.dataset import Dataset
+
+    monkeypatch.setenv("MEDIA_ENRICH_COMMIT_ROWS", "4")
+    root = str(tmp_path / "ds")
+    summary = enrich_catalog(source=str(sample_manifest), dataset=root, chunk_size=2, limit=10, embedding_dim=256)
+    assert summary["enriched"] == 10 and summary["assets_version"] == 2
+    parts = {h["part"]: h for h in Dataset(root).history()}
+    assert {p: int(h["part_enriched"]) for p, h in parts.items()} == {"1/3": 4, "2/3": 4, "3/3": 2}
+    assert {int(h["enriched"]) for h in parts.values()} == {10}, "each part still carries the run's count"
+
+    result = _cli("history", "-d", root, cwd=tmp_path, timeout=120, columns=80)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    rows = {
+        m.group("part"): int(m.group("enriched"))
+        for m in (re.search(r"WRITE\s+(?P<enriched>\d+)\s+(?P<part>\d/3)\s+\S", line) for line in lines)
+        if m
+    }
+    assert rows == {"1/3": 4, "2/3": 4, "3/3": 2}, result.stdout
+    run_line = " ".join(result.stdout.split("versions 0–2:")[1].split())
+    assert run_line.startswith("10 enriched, 0 failed, 0 reused;") and "local/" in run_line, result.stdout
+
+
+def test_prefect_reports_of_a_user_error_stay_off_the_terminal():
+    from media_enrichment.cli import _UserErrorsOffTerminal
+    from media_enrichment.errors import CatalogError
+
+    def record(level: int, msg: str, error: BaseException | None = None) -> logging.LogRecord:
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord("prefect.task_runs", level, __file__, 1, msg, None, exc_info)
+
+    keep = _UserErrorsOffTerminal().filter
+    assert not keep(record(logging.ERROR, "Task run failed with exception", CatalogError("no such bucket")))
+    assert not keep(record(logging.ERROR, "Finished in state Failed('Task run encountered an exception CatalogError: x')"))
+    # A bug is still reported, and so is anything else at the terminal's level.
+    assert keep(record(logging.ERROR, "Task run failed with exception", KeyError("x")))
+    assert keep(record(logging.ERROR, "Finished in state Failed('Task run encountered an exception KeyError: x')"))
+    assert keep(record(logging.WARNING, "model is LEGACY"))

@@ -27,11 +27,16 @@ def _artifacts(key: str) -> list:
     return asyncio.run(read())
 
 
-def test_artifact_keys_are_valid_and_stable():
+def test_artifact_keys_are_valid_readable_and_distinct_per_dataset():
     key = artifact_key("summary", "s3://Bucket/Enriched_Data/")
-    assert key == artifact_key("summary", "s3://Bucket/Enriched_Data/")
-    assert key != artifact_key("summary", "s3://bucket/other")
-    assert all(c.islower() or c.isdigit() or c == "-" for c in key)
+    assert re.fullmatch(r"summary-s3-bucket-enriched-data-[0-9a-f]{8}", key), key
+    # Locations whose readable parts agree still get their own artifacts.
+    assert artifact_key("summary", "s3://a/b") != artifact_key("summary", "s3://a-b")
+    assert artifact_key("summary", "data/ds") != artifact_key("progress", "data/ds")
+    long_key = artifact_key("summary", "/very/" + "deep/" * 60 + "dataset")
+    assert long_key.startswith("summary-") and len(long_key) <= len("summary-") + 40 + 9
+    for weird in ("/", "ÄÖÜ", "s3://x/../y", "C:\\data"):
+        assert re.fullmatch(r"[a-z0-9-]+", artifact_key("failures", weird)), weird
     text = summary_markdown({"source": "m.csv", "enriched": 3, "estimated_cost_usd": 0.01234}, heatmap_uri="file:///h.png")
     assert "| Enriched | 3 |" in text and "0.0123" in text and "(file:///h.png)" in text
 
