@@ -368,7 +368,7 @@ def run_pipeline(
 
 
 def run_flow(manifest: Path, workdir: Path, *, concurrency: int, chunk_size: int, **settings_values: Any) -> RunResult:
-    """The real ``flows.enrich.enrich_catalog`` flow (Prefect's temporary server, Delta merge).
+    """The real ``media_enrichment_prefect.flows.enrich.enrich_catalog`` flow (Prefect's temporary server, Delta merge).
 
     Settings the flow has no parameter for (``describer_rpm``...) reach its ``Settings`` through
     ``MEDIA_ENRICH_*`` environment variables. The wall-clock reported is the flow's own
@@ -379,7 +379,7 @@ def run_flow(manifest: Path, workdir: Path, *, concurrency: int, chunk_size: int
 
     for key, value in settings_values.items():
         os.environ[f"MEDIA_ENRICH_{key.upper()}"] = str(value)
-    from flows.enrich import enrich_catalog
+    from media_enrichment_prefect.flows.enrich import enrich_catalog
 
     wanted = dict(
         dataset=str(workdir / "dataset"), provider="bedrock", chunk_size=chunk_size, concurrency=concurrency,

@@ -1,6 +1,6 @@
 """Media enrichment: model-written metadata and multimodal vectors for image catalogues.
 
-The library holds no Prefect import; `flows/` and `tasks/` orchestrate it.
+The library holds no Prefect import; `media_enrichment_prefect` (flows, tasks, CLI) orchestrates it.
 """
 
 import os

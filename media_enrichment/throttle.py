@@ -1,7 +1,7 @@
 """Rate control for provider calls: requests and tokens per minute, and adaptive concurrency.
 
 Everything here is thread-safe and has no Prefect import: the flow may inject limiters of its own
-(``tasks.limits.PrefectRateLimiter``, backed by Prefect global concurrency limits) through
+(``media_enrichment_prefect.tasks.limits.PrefectRateLimiter``, backed by Prefect global concurrency limits) through
 ``build_gates(settings, limiters=...)``.
 
 - ``TokenBucket``: a local rate limiter (continuous refill, blocking ``acquire``). It starts

@@ -59,7 +59,7 @@ def sample_manifest(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def enriched_sample(prefect_harness, sample_manifest, tmp_path_factory):
     """The sample catalogue enriched once per session (local provider, 256 dims); read-only."""
-    from flows.enrich import enrich_catalog
+    from media_enrichment_prefect.flows.enrich import enrich_catalog
     from media_enrichment.dataset import Dataset
 
     root = tmp_path_factory.mktemp("enriched-sample") / "ds"

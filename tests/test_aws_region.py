@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.aws import bedrock_runtime_client, make_session, resolve_region, s3_client, storage_options
 from media_enrichment.config import build_settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
 from media_enrichment.testing import BedrockServer
-from tasks.aws import run_region
-from tasks.limits import rate_limit_specs
+from media_enrichment_prefect.tasks.aws import run_region
+from media_enrichment_prefect.tasks.limits import rate_limit_specs
 
 CONFIG = "[default]\nregion = sa-east-1\n\n[profile west]\nregion = ap-northeast-1\n"
 
@@ -74,7 +74,7 @@ def _cli(*args: str, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(COLUMNS="200", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
     return subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout,
     )
 

@@ -20,7 +20,7 @@ def _cli(*args: str, cwd, timeout: float = 600, columns: int = 200, **env_extra:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
     env.update(COLUMNS=str(columns), **env_extra)
     return subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", *args],
+        [sys.executable, "-m", "media_enrichment_prefect.cli", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -79,7 +79,7 @@ _PREFECT_VARIABLES = (
 def test_prefect_gets_a_startup_budget_unless_the_user_set_one(monkeypatch, tmp_path):
     from prefect.settings import Settings
 
-    from media_enrichment.cli import EPHEMERAL_STARTUP_TIMEOUT_S, prepare_prefect_environment
+    from media_enrichment_prefect.cli import EPHEMERAL_STARTUP_TIMEOUT_S, prepare_prefect_environment
 
     monkeypatch.chdir(tmp_path)
     for name in _PREFECT_VARIABLES:  # set then unset: the test's end restores what was there
@@ -107,7 +107,7 @@ def test_a_prefect_server_that_does_not_come_up_in_time_is_one_line_saying_what_
 
 
 def test_history_fits_80_columns_and_each_part_shows_its_own_count(prefect_harness, sample_manifest, tmp_path, monkeypatch):
-    from flows.enrich import enrich_catalog
+    from media_enrichment_prefect.flows.enrich import enrich_catalog
     from media_enrichment.dataset import Dataset
 
     monkeypatch.setenv("MEDIA_ENRICH_COMMIT_ROWS", "4")
@@ -133,7 +133,7 @@ def test_history_fits_80_columns_and_each_part_shows_its_own_count(prefect_harne
 
 
 def test_prefect_reports_of_a_user_error_stay_off_the_terminal():
-    from media_enrichment.cli import _UserErrorsOffTerminal
+    from media_enrichment_prefect.cli import _UserErrorsOffTerminal
     from media_enrichment.errors import CatalogError
 
     def record(level: int, msg: str, error: BaseException | None = None) -> logging.LogRecord:

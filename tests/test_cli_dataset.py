@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from typer.testing import CliRunner
 
-from media_enrichment.cli import app
+from media_enrichment_prefect.cli import app
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import assets_table, failures_table
 from tests.test_dataset import _failure, _row

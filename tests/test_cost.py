@@ -7,7 +7,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from media_enrichment.catalog import load_catalog, read_bytes
-from media_enrichment.cli import app
+from media_enrichment_prefect.cli import app
 from media_enrichment.cost import DEFAULT_PRICES, ModelPrice, estimate_catalog, image_tokens, load_prices, price_for, run_cost
 from media_enrichment.errors import ConfigError
 

@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
 from media_enrichment.testing import BedrockServer, FaultPlan
-from tasks.chunk_job import ChunkJob, release_services, services_for
+from media_enrichment_prefect.tasks.chunk_job import ChunkJob, release_services, services_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -130,7 +130,7 @@ def _cli(*args: str, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
     env.update(COLUMNS="200", **env_extra)
     return subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
 
 

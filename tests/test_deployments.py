@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.backfill import batch_labels, batch_source, idempotency_key
+from media_enrichment_prefect.flows.backfill import batch_labels, batch_source, idempotency_key
 from media_enrichment.dataset import Dataset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def _get(url: str) -> dict | None:
 
 def _cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
         timeout=300,
     )
 
@@ -60,7 +60,7 @@ def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest
     manifest.to_csv(tmp_path / "batches.csv", index=False)
 
     served = subprocess.Popen(
-        [sys.executable, "-m", "media_enrichment.cli", "serve", "--file", str(REPO / "deployments" / "prefect.yaml"),
+        [sys.executable, "-m", "media_enrichment_prefect.cli", "serve", "--file", str(REPO / "deployments" / "prefect.yaml"),
          "--dataset", str(dataset)],
         # What the deployments leave out, their runs take from the serving process's environment.
         env={**env, "MEDIA_ENRICH_EMBEDDING_DIM": "256"}, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"),

@@ -39,7 +39,7 @@ def origin(enriched) -> dict[str, str]:
 
 
 def _cli(*args: str):
-    from media_enrichment.cli import app
+    from media_enrichment_prefect.cli import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 

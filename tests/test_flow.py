@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.dataset import Dataset
 from media_enrichment.schema import ASSETS_SCHEMA
 

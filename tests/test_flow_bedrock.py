@@ -11,7 +11,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import FatalProviderError
 from media_enrichment.testing import BedrockServer, FaultPlan
@@ -110,7 +110,7 @@ def test_cli_run_with_bedrock_provider(bedrock, sample_manifest, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["COLUMNS"] = "200"
     result = subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--provider", "bedrock",
+        [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--provider", "bedrock",
          "--dataset", str(tmp_path / "ds"), "--embedding-dim", "256", "--limit", "10"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )

@@ -28,7 +28,7 @@ def _read(name: str):
 
 
 def test_limits_are_created_once_with_slot_decay(prefect_harness):
-    from tasks.limits import PrefectRateLimiter, ensure_rate_limits
+    from media_enrichment_prefect.tasks.limits import PrefectRateLimiter, ensure_rate_limits
 
     settings = _settings(describer_rpm=120, describer_tpm=90_000, embedder_rpm=600)
     limiters = ensure_rate_limits(settings)
@@ -55,7 +55,7 @@ def test_limits_are_created_once_with_slot_decay(prefect_harness):
 
 
 def test_a_burst_beyond_the_limit_waits_for_the_decay(prefect_harness):
-    from tasks.limits import ensure_rate_limits
+    from media_enrichment_prefect.tasks.limits import ensure_rate_limits
 
     # 120 rpm: 2 slots, decaying at 2 per second. 8 requests at once from 4 threads: 2 go at
     # once, the other 6 need the decay of 6 slots, i.e. at least 3 seconds.
@@ -77,7 +77,7 @@ def test_a_burst_beyond_the_limit_waits_for_the_decay(prefect_harness):
 
 
 def test_tokens_larger_than_the_limit_are_taken_in_pieces(prefect_harness):
-    from tasks.limits import ensure_rate_limits
+    from media_enrichment_prefect.tasks.limits import ensure_rate_limits
 
     limiters = ensure_rate_limits(_settings(aws_region="us-tpm-1", describer_tpm=6000))  # 100 a second
     limiter = limiters["describer-tpm"]
@@ -90,7 +90,7 @@ def test_tokens_larger_than_the_limit_are_taken_in_pieces(prefect_harness):
 def test_a_missing_limit_is_an_error_not_a_silent_skip(prefect_harness):
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 
-    from tasks.limits import PrefectRateLimiter
+    from media_enrichment_prefect.tasks.limits import PrefectRateLimiter
 
     with pytest.raises(ConcurrencySlotAcquisitionError):
         PrefectRateLimiter("bedrock:nowhere:no-such-model:rpm").acquire()
@@ -100,7 +100,7 @@ def test_an_existing_limit_without_decay_is_refused(prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    from tasks.limits import ensure_rate_limits, limit_name
+    from media_enrichment_prefect.tasks.limits import ensure_rate_limits, limit_name
 
     name = limit_name(MODEL, "rpm", "us-nodecay-1")
     with get_client(sync_client=True) as client:

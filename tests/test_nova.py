@@ -304,7 +304,7 @@ def test_an_unknown_embedder_id_is_a_config_error_before_any_call(server):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_flow_with_nova_then_search_and_a_refused_mismatch(server, sample_manifest, tmp_path, aws_env):
-    from flows.enrich import enrich_catalog
+    from media_enrichment_prefect.flows.enrich import enrich_catalog
 
     ids = sorted(pd.read_csv(sample_manifest, dtype=str)["image_id"])
     aws_env.setenv("MEDIA_ENRICH_EMBEDDER_MODEL_ID", NOVA)
@@ -356,7 +356,7 @@ def test_cli_run_with_nova_then_search(server, sample_manifest, tmp_path):
         MEDIA_ENRICH_EMBEDDER_MODEL_ID=NOVA,
     )
     dataset = str(tmp_path / "ds")
-    cli = [sys.executable, "-m", "media_enrichment.cli"]
+    cli = [sys.executable, "-m", "media_enrichment_prefect.cli"]
     run = subprocess.run(
         [*cli, "run", str(sample_manifest), "--provider", "bedrock", "--dataset", dataset,
          "--embedding-dim", "3072", "--limit", "6"],

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.report import artifact_key, summary_markdown
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.dataset import Dataset
 from media_enrichment.images import CLAUDE_LIMITS, prepare_image
 from media_enrichment.testing import BedrockServer, FaultPlan
@@ -43,7 +43,7 @@ def test_sigkill_after_half_the_chunks_then_resume(sample_manifest, tmp_path, mo
         for key, value in server.env().items():
             monkeypatch.setenv(key, value)
         process = subprocess.Popen(
-            [sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--provider", "bedrock",
+            [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--provider", "bedrock",
              "--dataset", str(dataset), "--chunk-size", str(chunk_size), "--concurrency", "2"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )

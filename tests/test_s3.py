@@ -11,7 +11,7 @@ import boto3
 import pandas as pd
 import pytest
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.catalog import load_catalog, read_bytes
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import CatalogAccessError, CatalogError, DatasetLocationError, ImageError

@@ -46,7 +46,7 @@ def rows(enriched) -> pd.DataFrame:
 
 
 def _cli(*args: str):
-    from media_enrichment.cli import app
+    from media_enrichment_prefect.cli import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 

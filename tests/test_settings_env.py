@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.config import Settings, env_name
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import RetryableProviderError
@@ -361,7 +361,7 @@ def _cli(*args: str, cwd: Path, home: Path | None = None, timeout: float = 600, 
     if home is not None:
         full["PREFECT_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", *args], cwd=cwd, env=full, capture_output=True, text=True,
+        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], cwd=cwd, env=full, capture_output=True, text=True,
         timeout=timeout,
     )
 
@@ -425,10 +425,10 @@ def test_run_with_a_batch_no_row_has_is_an_error(sample_manifest, tmp_path):
 
 def test_serve_checks_its_file_before_serving(tmp_path):
     (tmp_path / "bad-param.yaml").write_text(
-        "deployments:\n  - name: n\n    entrypoint: flows/enrich.py:enrich_catalog\n"
+        "deployments:\n  - name: n\n    entrypoint: media_enrichment_prefect/flows/enrich.py:enrich_catalog\n"
         "    parameters: {source: a.csv, embedding_dim: 123}\n"
     )
-    (tmp_path / "bad-flow.yaml").write_text("deployments:\n  - name: n\n    entrypoint: flows/enrich.py:nothing\n")
+    (tmp_path / "bad-flow.yaml").write_text("deployments:\n  - name: n\n    entrypoint: media_enrichment_prefect/flows/enrich.py:nothing\n")
     (tmp_path / "bad-yaml.yaml").write_text("deployments: [\n")
     cases = {
         "missing.yaml": "deployments file not found",
@@ -445,7 +445,7 @@ def test_serve_checks_its_file_before_serving(tmp_path):
 
 
 def test_the_default_deployments_file_is_the_projects_and_pins_no_settings(tmp_path, monkeypatch):
-    from flows.deployments import DEFAULT_FILE, load_deployments
+    from media_enrichment_prefect.flows.deployments import DEFAULT_FILE, load_deployments
 
     monkeypatch.chdir(tmp_path)  # outside the repository
     assert DEFAULT_FILE.is_file() and DEFAULT_FILE.is_absolute()

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from flows.enrich import enrich_catalog
+from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import (
     CatalogAccessError,
@@ -57,7 +57,7 @@ def test_two_cli_runs_at_once_on_a_new_dataset(sample_manifest, tmp_path):
     dataset = tmp_path / "ds"
     count = 16
     command = [
-        sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--dataset", str(dataset),
+        sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--dataset", str(dataset),
         "--limit", str(count), "--chunk-size", "2", "--concurrency", "2", "--embedding-dim", "256",
     ]
     runs = [
@@ -188,7 +188,7 @@ def test_a_dataset_path_that_is_a_file_is_refused_before_any_chunk(sample_manife
 def test_the_cli_refuses_a_file_as_dataset_in_one_line(sample_manifest, tmp_path):
     (tmp_path / "taken").write_text("x")
     result = subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--dataset", "taken", "--limit", "2"],
+        [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--dataset", "taken", "--limit", "2"],
         cwd=tmp_path, env=_cli_env(tmp_path / ".prefect"), capture_output=True, text=True, timeout=600,
     )
     output = result.stdout + result.stderr
@@ -201,7 +201,7 @@ def test_the_cli_refuses_a_file_as_dataset_in_one_line(sample_manifest, tmp_path
 def test_errors_no_retry_can_fix_are_not_retried():
     from prefect.states import Failed
 
-    from tasks.enrichment import _retry_unless_fatal
+    from media_enrichment_prefect.tasks.enrichment import _retry_unless_fatal
 
     def retried(error: BaseException) -> bool:
         return _retry_unless_fatal(None, None, Failed(data=error))

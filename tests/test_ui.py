@@ -36,7 +36,7 @@ def test_run_and_artifacts_are_shown_in_the_ui(prefect_server, sample_manifest, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
     run = subprocess.run(
-        [sys.executable, "-m", "media_enrichment.cli", "run", str(sample_manifest), "--dataset", dataset, "--limit", "4"],
+        [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--dataset", dataset, "--limit", "4"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 0, run.stdout + run.stderr

@@ -19,7 +19,7 @@ def build_providers(
     Args:
         settings: the run's settings (``provider`` picks the implementation).
         limiters: for Bedrock, rate limiters shared across runs and workers by name
-            (``tasks.limits.ensure_rate_limits(settings)``), used instead of local token buckets;
+            (``media_enrichment_prefect.tasks.limits.ensure_rate_limits(settings)``), used instead of local token buckets;
             ignored by the local provider.
         session: for Bedrock, the boto3 session to use (default: the standard credential chain).
 

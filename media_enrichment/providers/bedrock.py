@@ -1158,7 +1158,7 @@ def build_bedrock_providers(
     Args:
         settings: the run's settings (models, prompt file, max tokens, AWS, retry and rate options).
         limiters: rate limiters by name (``"describer-rpm"``, ``"describer-tpm"``,
-            ``"embedder-rpm"``), e.g. ``tasks.limits.ensure_rate_limits(settings)``, used instead
+            ``"embedder-rpm"``), e.g. ``media_enrichment_prefect.tasks.limits.ensure_rate_limits(settings)``, used instead
             of local buckets.
         max_in_flight: ceiling of calls in flight per model (default ``settings.concurrency``).
         session: a boto3 session to use (e.g. from a prefect-aws ``AwsCredentials`` block);

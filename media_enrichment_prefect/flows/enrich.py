@@ -20,10 +20,10 @@ from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline import ModelVersions, StagedChunk, WorkItem, split_chunks
 from media_enrichment.storage import is_remote
-from tasks.aws import run_region
-from tasks.chunk_job import ChunkJob, release_services, services_for
-from tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
-from tasks.reporting import RunProgress, publish_report
+from media_enrichment_prefect.tasks.aws import run_region
+from media_enrichment_prefect.tasks.chunk_job import ChunkJob, release_services, services_for
+from media_enrichment_prefect.tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
+from media_enrichment_prefect.tasks.reporting import RunProgress, publish_report
 
 # The window of chunks in flight is bounded by the `concurrency` parameter; the pool only
 # needs to be at least that large.

@@ -23,20 +23,22 @@ from prefect.schedules import Cron, Interval
 from media_enrichment.config import Settings, build_settings
 from media_enrichment.errors import ConfigError
 
+#: Where the project's flows are, as an entrypoint names them.
+_FLOWS = "media_enrichment_prefect/flows"
 #: The project's own deployments file, found from the installed package (not the working directory).
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "deployments" / "prefect.yaml"
+DEFAULT_FILE = Path(__file__).resolve().parent.parent.parent / "deployments" / "prefect.yaml"
 
 
 def _load_flow(entrypoint: str) -> Flow:
-    """``flows/enrich.py:enrich_catalog`` -> the flow object.
+    """``media_enrichment_prefect/flows/enrich.py:enrich_catalog`` -> the flow object.
 
     Raises:
         ConfigError: the entrypoint does not name a flow of this project's ``flows`` package.
     """
     path, _, name = entrypoint.partition(":")
     module_name = path.removesuffix(".py").replace("/", ".")
-    if not (path.startswith("flows/") and path.endswith(".py") and name and module_name.count(".") == 1):
-        raise ConfigError(f"entrypoint {entrypoint!r} is not 'flows/<module>.py:<flow function>'")
+    if not (path.startswith(f"{_FLOWS}/") and path.endswith(".py") and name and module_name.count(".") == 2):
+        raise ConfigError(f"entrypoint {entrypoint!r} is not '{_FLOWS}/<module>.py:<flow function>'")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError:

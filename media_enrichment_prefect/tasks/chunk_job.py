@@ -27,8 +27,8 @@ from media_enrichment.errors import ConfigError
 from media_enrichment.pipeline import ChunkEnricher, ModelVersions
 from media_enrichment.providers import build_providers
 from media_enrichment.storage import is_remote
-from tasks.aws import aws_session_from_block
-from tasks.limits import ensure_rate_limits
+from media_enrichment_prefect.tasks.aws import aws_session_from_block
+from media_enrichment_prefect.tasks.limits import ensure_rate_limits
 
 #: Runs whose services a process keeps at once (a long-lived worker serves many runs).
 _KEEP = 4

@@ -32,7 +32,7 @@ from prefect.types.names import BANNED_CHARACTERS
 
 from media_enrichment.config import Settings
 from media_enrichment.errors import ConfigError
-from tasks.aws import run_region
+from media_enrichment_prefect.tasks.aws import run_region
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def limit_name(model_id: str, kind: str, region: str | None) -> str:
 def rate_limit_specs(settings: Settings) -> list[RateLimitSpec]:
     """The limits the settings ask for (``describer_rpm``, ``describer_tpm``, ``embedder_rpm``).
 
-    Their names carry the region the run's Bedrock client uses (``tasks.aws.run_region``:
+    Their names carry the region the run's Bedrock client uses (``media_enrichment_prefect.tasks.aws.run_region``:
     ``MEDIA_ENRICH_AWS_REGION``, the AwsCredentials block's, ``AWS_REGION``, then boto3's chain),
     so runs in one region share a budget and runs in two do not.
     """

@@ -31,7 +31,7 @@ from media_enrichment.pipeline import (
     staged_failures,
     staged_image_ids,
 )
-from tasks.chunk_job import ChunkJob, services_for, worker_name
+from media_enrichment_prefect.tasks.chunk_job import ChunkJob, services_for, worker_name
 
 
 #: Errors no retry can fix: access to the models or the catalogue, settings, a dataset

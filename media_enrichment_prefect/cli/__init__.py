@@ -169,7 +169,7 @@ def _error_names(cls: type) -> set[str]:
 
 def run_flow_with_progress(**parameters: Any) -> dict[str, Any]:
     """Run the enrichment flow in this process with a progress bar on the terminal."""
-    from flows.enrich import enrich_catalog
+    from media_enrichment_prefect.flows.enrich import enrich_catalog
     from prefect.logging.handlers import PrefectConsoleHandler
 
     bar = Progress(
@@ -456,7 +456,7 @@ def export(
     console.print(f"Wrote {len(out)} rows to {csv}")
 
 
-from media_enrichment import cli_explore  # noqa: E402
+from media_enrichment_prefect.cli import explore as cli_explore  # noqa: E402
 
 cli_explore.register(app)
 
@@ -552,7 +552,7 @@ def serve(
     prepare_prefect_environment(verbose=True)
     from prefect import serve as serve_all
 
-    from flows.deployments import DEFAULT_FILE, load_deployments
+    from media_enrichment_prefect.flows.deployments import DEFAULT_FILE, load_deployments
 
     overrides = {k: v for k, v in {"dataset": dataset, "source": source}.items() if v is not None}
     deployments = load_deployments(file or DEFAULT_FILE, overrides=overrides)  # all checked before serving
@@ -590,7 +590,7 @@ def backfill(
     prepare_prefect_environment()
     from prefect.exceptions import ObjectNotFound
 
-    from flows.backfill import batch_labels, check_backfill_source, launch_backfill
+    from media_enrichment_prefect.flows.backfill import batch_labels, check_backfill_source, launch_backfill
 
     try:
         labels = batch_labels(
@@ -671,6 +671,3 @@ def estimate(
         table.add_row(key, str(value))
     console.print(table)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
