@@ -1,7 +1,7 @@
 """Commands that query and explore an enriched dataset: search, similar, heatmap, duplicates.
 
 They read the Delta table and never start Prefect. ``register(app)`` adds them to the
-``media-enrich`` Typer app (see the end of ``cli.py``).
+``media-enrich`` Typer app (see ``cli/__init__.py``).
 """
 
 from __future__ import annotations
