@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test test-fast install browser clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/pytest
+
+# The inner loop: everything that needs no Prefect server and starts no process (under a minute).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" -q
 
 # The UI test drives Debian's Chromium (Playwright's own browser download is not used).
 browser:

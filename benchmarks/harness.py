@@ -152,9 +152,9 @@ def make_photo_jpegs(count: int, size: tuple[int, int] = (4000, 3000)) -> list[b
     """12-megapixel photo-like JPEGs (quality 90) drawn by the sample catalogue's painters."""
     import random
 
-    from media_enrichment import sample
+    from media_enrichment.sample.painters import draw_abstract, draw_city, draw_landscape, draw_sunset
 
-    painters = [sample._draw_landscape, sample._draw_city, sample._draw_sunset, sample._draw_abstract]
+    painters = [draw_landscape, draw_city, draw_sunset, draw_abstract]
     out = []
     for i in range(count):
         image = painters[i % len(painters)](random.Random(i), np.random.default_rng(i), size).convert("RGB")
@@ -249,7 +249,8 @@ def run_notebook(paths: Sequence[str], *, threads: int = 5) -> RunResult:
     from media_enrichment.catalog import read_bytes
     from media_enrichment.errors import EnrichmentError
     from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, prepare_image
-    from media_enrichment.providers.bedrock import BedrockDescriber, BedrockEmbedder
+    from media_enrichment.providers.bedrock.describer import BedrockDescriber
+    from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 
     settings = _settings(concurrency=threads)
     client = bedrock_runtime_client(make_session(profile=None, region=None), settings=settings)
@@ -310,61 +311,34 @@ def run_pipeline(
     on_enriched: Callable[[], None] | None = None,
     **settings_values: Any,
 ) -> tuple[RunResult, Any, Any]:
-    """This pipeline's path, as the flow wires it, driven by a thread pool of chunks.
-
-    load catalogue -> plan (hash) -> chunks -> ``ChunkEnricher.enrich`` + ``stage_chunk`` per
-    chunk (at most ``concurrency`` at once) -> optionally the streaming merge into Delta.
+    """This pipeline's path through the library's run driver, without Prefect: the flow's steps
+    (``open_run`` -> catalogue -> plan -> ``run_chunk`` per chunk, at most ``concurrency`` at
+    once -> optionally ``commit``, the streaming merge into Delta) on a thread pool of chunks.
 
     Returns:
         The result, and the describer's and embedder's gates.
     """
-    from media_enrichment.catalog import load_catalog, read_bytes
-    from media_enrichment.dataset import Dataset
-    from media_enrichment.pipeline import (
-        ChunkEnricher,
-        ModelVersions,
-        chunk_key,
-        group_staged,
-        plan_work,
-        split_chunks,
-        stage_chunk,
-    )
-    from media_enrichment.providers.bedrock import build_bedrock_providers
+    from media_enrichment.pipeline.driver import open_run
 
     settings = _settings(concurrency=concurrency, chunk_size=chunk_size, dataset=str(workdir / "dataset"), **settings_values)
-    describer, embedder = build_bedrock_providers(settings)
-    versions = ModelVersions.of(describer, embedder)
-    store = Dataset(settings.dataset)
-    run_id = str(uuid.uuid4())
-
-    started = time.perf_counter()
-    catalog = load_catalog(manifest)
-    plan = plan_work(catalog, stored=store.fingerprints(), versions=versions, read=read_bytes, run_id=run_id)
-    total = plan.total
-    enricher = ChunkEnricher(
-        describer=describer, embedder=embedder, read=read_bytes, run_id=run_id, batch="bench",
-        transient_retries=settings.transient_retries, retry_delay_s=settings.retry_delay_s,
-    )
-    staging = store.staging_dir
-
-    def work(items: list[Any]) -> Any:
-        return stage_chunk(enricher.enrich(items), staging_dir=staging, key=chunk_key(items, versions))
-
-    chunks = split_chunks(plan.items, settings.chunk_size)
-    del plan, catalog
-    staged = run_windowed(chunks, work, concurrency=settings.concurrency)
-    enriched_s = time.perf_counter() - started
-    if on_enriched is not None:
-        on_enriched()
-    ok = sum(c.enriched for c in staged)
-    failed = sum(c.failed for c in staged)
-    extra: dict[str, Any] = {"chunks": len(chunks), "failed_rows": failed, "enrich_s": round(enriched_s, 3)}
-    if merge:  # as the flow's merge-results task does: commits of at most commit_rows rows
-        for group in group_staged(staged, max_rows=settings.commit_rows):
-            store.merge_assets_from_parquet([c.assets_path for c in group], metadata={"run_id": run_id, "bench": "1"})
-        extra["merge_s"] = round(time.perf_counter() - started - enriched_s, 3)
-    seconds = time.perf_counter() - started
-    return RunResult("pipeline", total, seconds, ok, total - ok, extra), describer.gate, embedder.gate
+    with open_run(settings, str(manifest), str(uuid.uuid4())) as run:
+        started = time.perf_counter()
+        plan = run.plan(run.load_catalog())
+        total = plan.total
+        chunks = run.chunks(plan)
+        staged = run_windowed(chunks, run.run_chunk, concurrency=settings.concurrency)
+        enriched_s = time.perf_counter() - started
+        if on_enriched is not None:
+            on_enriched()
+        ok = sum(c.enriched for c in staged)
+        failed = sum(c.failed for c in staged)
+        extra: dict[str, Any] = {"chunks": len(chunks), "failed_rows": failed, "enrich_s": round(enriched_s, 3)}
+        if merge:  # as the flow's merge-results task does: commits of at most commit_rows rows
+            run.commit(staged, plan)
+            extra["merge_s"] = round(time.perf_counter() - started - enriched_s, 3)
+        seconds = time.perf_counter() - started
+        gates = run.services.describer.gate, run.services.embedder.gate
+    return RunResult("pipeline", total, seconds, ok, total - ok, extra), *gates
 
 
 def run_flow(manifest: Path, workdir: Path, *, concurrency: int, chunk_size: int, **settings_values: Any) -> RunResult:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     import pyarrow.parquet  # noqa: F401
 
     import media_enrichment.dataset  # noqa: F401
-    import media_enrichment.pipeline  # noqa: F401
+    import media_enrichment.pipeline.driver  # noqa: F401
     import media_enrichment.providers.bedrock  # noqa: F401
 
     baseline = peak_rss_mb()

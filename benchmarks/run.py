@@ -183,14 +183,14 @@ def _pipeline_claude(data: bytes) -> None:
 
 def _pipeline_claude_lanczos(data: bytes) -> None:
     """The pipeline's path with LANCZOS as the last resampling step (before ``CHEAP_RESAMPLE_FROM``)."""
-    from media_enrichment import images
+    from media_enrichment.images import CLAUDE_LIMITS, encode, prepare_images
 
-    saved = images.CHEAP_RESAMPLE_FROM
-    images.CHEAP_RESAMPLE_FROM = math.inf
+    saved = encode.CHEAP_RESAMPLE_FROM
+    encode.CHEAP_RESAMPLE_FROM = math.inf
     try:
-        images.prepare_images(data, [images.CLAUDE_LIMITS])
+        prepare_images(data, [CLAUDE_LIMITS])
     finally:
-        images.CHEAP_RESAMPLE_FROM = saved
+        encode.CHEAP_RESAMPLE_FROM = saved
 
 
 def _pipeline_claude_titan(data: bytes) -> None:
@@ -208,8 +208,7 @@ def _psnr(data: bytes) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
-    from media_enrichment import images
-    from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, prepare_images
+    from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, encode, prepare_images
 
     def psnr(image: Any, reference: Any) -> float | None:
         with Image.open(io.BytesIO(image.data)) as sent:
@@ -218,12 +217,12 @@ def _psnr(data: bytes) -> dict[str, Any]:
         return round(10 * math.log10(255**2 / mse), 1) if mse else None
 
     _, (claude, titan) = prepare_images(data, [CLAUDE_LIMITS, TITAN_LIMITS])
-    saved = images.CHEAP_RESAMPLE_FROM
-    images.CHEAP_RESAMPLE_FROM = math.inf
+    saved = encode.CHEAP_RESAMPLE_FROM
+    encode.CHEAP_RESAMPLE_FROM = math.inf
     try:
         _, (lanczos,) = prepare_images(data, [CLAUDE_LIMITS])
     finally:
-        images.CHEAP_RESAMPLE_FROM = saved
+        encode.CHEAP_RESAMPLE_FROM = saved
     with Image.open(io.BytesIO(data)) as full:
         full = full.convert("RGB")
         reference = np.asarray(full.resize((claude.width, claude.height), Image.Resampling.LANCZOS), dtype=np.float64)

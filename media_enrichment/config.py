@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     )
     embedding_dim: EmbeddingDim = Field(
         1024,
-        description="Vector length, one the embedder makes: 256, 384 or 1024 (Titan G1, local); Nova also 3072.",
+        description="Vector length: one of the sizes the chosen embedder makes (checked against its dims).",
     )
     limit: int | None = Field(None, ge=1, description="Enrich at most this many catalogue rows.")
     force: bool = Field(False, description="Enrich every row again, even if already in the dataset.")
@@ -155,7 +155,7 @@ class Settings(BaseSettings):
         # Each embedder class defines the sizes it makes (``dims``). An unknown Bedrock model id
         # is left to ``build_bedrock_providers``, which refuses it with a ConfigError before any call.
         from media_enrichment.errors import ConfigError
-        from media_enrichment.providers.embedders import embedder_class
+        from media_enrichment.providers import embedder_class
 
         try:
             embedder = embedder_class(self.provider, self.embedder_model_id)

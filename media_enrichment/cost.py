@@ -1,4 +1,7 @@
-"""Token and cost estimates: a per-model price table, image token counts, catalogue estimates.
+"""Cost estimates: a per-model price table, a run's cost, and a catalogue's estimate.
+
+Token counts come from ``media_enrichment.tokens`` (one estimator for the cost estimate and the
+describer's token budget).
 
 Prices are list prices for on-demand use in US regions as published by AWS (USD); they change
 and differ by region, so they are defaults to override with a JSON file of your own
@@ -23,7 +26,6 @@ keys that price plus 10%. A file that sets a base key replaces those default pro
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +33,8 @@ from pathlib import Path
 
 from media_enrichment.catalog import Catalog
 from media_enrichment.errors import ConfigError, ImageError
-from media_enrichment.images import CLAUDE_LIMITS, ImageLimits, inspect_image, target_size
+from media_enrichment.images import inspect_image
+from media_enrichment.tokens import image_tokens
 
 
 @dataclass(frozen=True)
@@ -150,17 +153,6 @@ def run_cost(
     if describe is None or embed is None:
         return None
     return describe.cost(input_tokens=input_tokens, output_tokens=output_tokens) + embed.cost(images=images)
-
-
-def image_tokens(width: int, height: int, limits: ImageLimits = CLAUDE_LIMITS) -> int:
-    """Claude's input tokens for an image of this size once scaled to ``limits`` (about w*h/750)."""
-    w, h = target_size(width, height, limits)
-    return math.ceil(w * h / 750)
-
-
-def text_tokens(text: str) -> int:
-    """A rough token count for English text and JSON (about 3.5 characters a token)."""
-    return math.ceil(len(text) / 3.5)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from media_enrichment.pipeline.summary import RunSummary
 
 _SUMMARY_ROWS = (
     ("Images in the catalogue", "catalog_rows"),
@@ -36,12 +38,12 @@ def artifact_key(kind: str, dataset: str) -> str:
     return f"{kind}-{slug}-{digest}" if slug else f"{kind}-{digest}"
 
 
-def summary_markdown(summary: Mapping[str, Any], *, heatmap_uri: str | None = None) -> str:
+def summary_markdown(summary: RunSummary, *, heatmap_uri: str | None = None) -> str:
     """The run summary as a markdown table, with a link to the similarity heatmap."""
-    lines = [f"# Enrichment of `{summary.get('source')}`", "", f"Dataset `{summary.get('dataset')}`", ""]
+    lines = [f"# Enrichment of `{summary.source}`", "", f"Dataset `{summary.dataset}`", ""]
     lines += ["| | |", "|---|---|"]
     for label, key in _SUMMARY_ROWS:
-        value = summary.get(key)
+        value = getattr(summary, key)
         if isinstance(value, float) and key == "estimated_cost_usd":
             value = f"{value:.4f}"
         lines.append(f"| {label} | {'-' if value is None else value} |")

@@ -14,6 +14,19 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+#: Fixtures that start a Prefect server, a run or other processes: a test using one is ``slow``.
+_SLOW_FIXTURES = {"prefect_harness", "prefect_server", "enriched_sample", "sample_index"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that needs a Prefect server or another process (``make test-fast``
+    runs the rest: the library's own logic, against the loopback Bedrock server at most). Tests
+    that start processes without such a fixture carry ``@pytest.mark.slow`` themselves."""
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch):
     """No test reads the developer's own ``MEDIA_ENRICH_*`` variables; a test that needs one sets it."""

@@ -24,19 +24,17 @@ from media_enrichment.errors import (
     RetryableProviderError,
 )
 from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, PreparedImage, prepare_image
-from media_enrichment.pipeline import ChunkEnricher, WorkItem, sha256_hex
+from media_enrichment.pipeline.execution import ChunkEnricher
+from media_enrichment.pipeline.plan import WorkItem, sha256_hex
 from media_enrichment.prompts import load_prompt, prompt_version
-from media_enrichment.providers.bedrock import (
-    BedrockDescriber,
-    BedrockEmbedder,
-    build_bedrock_providers,
-    extract_json_object,
-    parse_claude_answer,
-    resolve_describer_model,
-    translate_error,
-)
+from media_enrichment.providers.bedrock import build_bedrock_providers
+from media_enrichment.providers.bedrock.answers import extract_json_object, parse_claude_answer
+from media_enrichment.providers.bedrock.describer import BedrockDescriber
+from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
+from media_enrichment.providers.bedrock.errors import fix_line, translate_error
+from media_enrichment.providers.bedrock.models import resolve_describer_model
 from media_enrichment.testing import BedrockServer, FaultPlan
-from media_enrichment.testing.bedrock_server import SAMPLING_MESSAGE
+from media_enrichment.testing.claude import SAMPLING_MESSAGE
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 TITAN = "amazon.titan-embed-image-v1"
@@ -295,9 +293,7 @@ def test_check_access_turns_a_bare_claude_4_id_into_the_profile_to_set(bedrock):
     fixed.check_access()  # the advice works
 
 
-def test_a_refused_sampling_pair_gets_a_fix_line_too(aws_env):
-    client = bedrock_runtime_client(make_session(profile=None, region="us-east-1"), settings=settings())
-    describer = BedrockDescriber(client, model_id=CLAUDE)
+def test_a_refused_sampling_pair_gets_a_fix_line_too():
     service = translate_error(
         ClientError(
             {"Error": {"Code": "ValidationException", "Message": SAMPLING_MESSAGE},
@@ -308,12 +304,13 @@ def test_a_refused_sampling_pair_gets_a_fix_line_too(aws_env):
         region="us-east-1",
     )
     assert isinstance(service, RejectedRequestError)
-    line = describer._fix_line(str(service), service.code)
+    line = fix_line(str(service), service.code, model_id=CLAUDE, region="us-east-1")
     assert line == (
         f"model {CLAUDE} refuses temperature and top_p together (region us-east-1): "
         "send only one of them (the describer's temperature setting)"
     )
-    assert describer._fix_line("ValidationException (HTTP 400): something else", "ValidationException") is None
+    other = "ValidationException (HTTP 400): something else"
+    assert fix_line(other, "ValidationException", model_id=CLAUDE, region="us-east-1") is None
 
 
 def test_a_legacy_model_warns_with_its_end_of_life_date_before_the_run(bedrock, caplog):

@@ -6,6 +6,9 @@ import base64
 import hashlib
 import io
 import json
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -360,3 +363,44 @@ def test_unknown_routes_and_health(server):
         urllib.request.urlopen(request, timeout=5)
     with info.value as response:
         assert response.code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# Standalone: the command line, the control routes, independence from the library
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # starts a Python process
+def test_the_fake_imports_nothing_of_the_library_it_fakes():
+    code = "import json, sys, media_enrichment.testing; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    loaded = [m for m in loaded if m.startswith("media_enrichment.")]
+    assert "media_enrichment.testing.bedrock_server" in loaded
+    assert [m for m in loaded if not m.startswith("media_enrichment.testing")] == []
+
+
+@pytest.mark.slow  # starts a Python process
+def test_standalone_server_counts_resets_its_quota_and_reports_on_interrupt(aws_env):
+    command = [sys.executable, "-m", "media_enrichment.testing.bedrock_server", "--port", "0", "--lifetime", "60", "--rpm-quota", "1"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as process:
+        try:
+            name, _, url = process.stdout.readline().strip().partition("=")
+            assert name == "AWS_ENDPOINT_URL_BEDROCK_RUNTIME" and url.startswith("http://127.0.0.1:")
+            aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", url)
+            bedrock = client()
+            invoke(bedrock, TITAN, {"inputText": "a"})
+            assert error_of(bedrock, TITAN, {"inputText": "b"})[:2] == ("ThrottlingException", 429)
+            with urllib.request.urlopen(f"{url}/_test/counters?log=1", timeout=5) as response:
+                counters = json.loads(response.read())
+            assert counters["outcomes"] == {"ok": 1, "quota": 1}
+            assert [row[:2] for row in counters["log"]] == [[TITAN, "ok"], [TITAN, "quota"]]
+            reset = urllib.request.Request(f"{url}/_test/reset", data=b"", method="POST")
+            with urllib.request.urlopen(reset, timeout=5) as response:
+                assert json.loads(response.read()) == {"reset": True}
+            invoke(bedrock, TITAN, {"inputText": "c"})  # the quota window was cleared too
+            process.send_signal(signal.SIGINT)
+            assert json.loads(process.stdout.readline()) == {"ok": 1}
+            assert process.wait(timeout=10) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from media_enrichment_prefect.cli import app
 from media_enrichment.dataset import Dataset
-from media_enrichment.pipeline import assets_table, failures_table
+from media_enrichment.pipeline.staging import assets_table, failures_table
 from tests.test_dataset import _failure, _row
 
 runner = CliRunner(env={"COLUMNS": "200"})

@@ -23,7 +23,7 @@ from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
 from media_enrichment.testing import BedrockServer, FaultPlan
-from media_enrichment_prefect.tasks.chunk_job import ChunkJob, release_services, services_for
+from media_enrichment.pipeline.driver import ChunkJob, release_services, services_for
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -113,7 +113,7 @@ def test_services_are_built_once_per_run_and_check_the_planned_versions(tmp_path
     try:
         first = services_for(job)
         assert services_for(job) is first, "the chunk tasks of a process share one set of clients"
-        planned = first.enricher.versions
+        planned = first.versions
         assert services_for(ChunkJob(settings=settings, run_id="r1", versions=planned, staging_dir=tmp_path, reads_s3=False)) is first
         other = ChunkJob(settings=settings, run_id="r2", versions=None, staging_dir=tmp_path, reads_s3=False)
         assert services_for(other) is not first

@@ -8,7 +8,7 @@ from deltalake import DeltaTable
 
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import DatasetError
-from media_enrichment.pipeline import assets_table, failures_table
+from media_enrichment.pipeline.staging import assets_table, failures_table
 
 
 def _row(image_id: str, title: str, run_id: str = "r1") -> dict:
@@ -151,7 +151,8 @@ def test_rollback_compact_and_vacuum(tmp_path):
 
 
 def test_group_staged_bounds_rows_per_commit():
-    from media_enrichment.pipeline import StagedChunk, group_staged
+    from media_enrichment.pipeline.commit import group_staged
+    from media_enrichment.pipeline.staging import StagedChunk
 
     def chunk(key, rows):
         return StagedChunk(key=key, assets_path="", enriched=rows, failed=0, input_tokens=0, output_tokens=0)

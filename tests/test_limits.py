@@ -9,7 +9,7 @@ import pytest
 
 from media_enrichment.config import Settings
 from media_enrichment.errors import ConfigError
-from media_enrichment.throttle import build_gates
+from media_enrichment.ratecontrol import Limiter, build_gates
 
 MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in a us- region
 
@@ -33,7 +33,7 @@ def test_limits_are_created_once_with_slot_decay(prefect_harness):
     settings = _settings(describer_rpm=120, describer_tpm=90_000, embedder_rpm=600)
     limiters = ensure_rate_limits(settings)
     assert set(limiters) == {"describer-rpm", "describer-tpm", "embedder-rpm"}
-    assert all(isinstance(v, PrefectRateLimiter) and v.strict for v in limiters.values())
+    assert all(isinstance(v, PrefectRateLimiter) and isinstance(v, Limiter) and v.strict for v in limiters.values())
 
     rpm = _read(limiters["describer-rpm"].name)
     assert limiters["describer-rpm"].name == f"bedrock:us-test-1:{MODEL}:rpm"

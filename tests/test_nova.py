@@ -25,10 +25,11 @@ from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError, ImageError
 from media_enrichment.images import NOVA_EMBED_LIMITS, TITAN_LIMITS, PreparedImage, prepare_image
-from media_enrichment.providers.bedrock import BedrockEmbedder, build_bedrock_providers
-from media_enrichment.providers.embedders import bedrock_embedder_class, embedder_class
+from media_enrichment.providers import embedder_class
+from media_enrichment.providers.bedrock import bedrock_embedder_class, build_bedrock_providers
+from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 from media_enrichment.providers.local import LocalEmbedder
-from media_enrichment.providers.nova import NOVA_DIMS, NovaEmbedder
+from media_enrichment.providers.bedrock.nova import NovaEmbedder
 from media_enrichment.search import VectorIndex, embedder_for, search_image, search_text
 from media_enrichment.testing import BedrockServer
 
@@ -275,7 +276,7 @@ def test_the_model_id_chooses_the_embedder():
 
 def test_each_embedders_sizes_are_defined_once_and_settings_use_them(monkeypatch):
     assert BedrockEmbedder.dims == (256, 384, 1024)
-    assert NovaEmbedder.dims == NOVA_DIMS == (256, 384, 1024, 3072)
+    assert NovaEmbedder.dims == (256, 384, 1024, 3072)
     assert _settings(embedding_dim=3072).embedding_dim == 3072
     with pytest.raises(ValidationError, match="must be 256, 384 or 1024 for amazon.titan-embed-image-v1"):
         _settings(embedder_model_id=TITAN, embedding_dim=3072)
@@ -294,6 +295,11 @@ def test_an_unknown_embedder_id_is_a_config_error_before_any_call(server):
         build_bedrock_providers(_settings(embedder_model_id="amazon.nova-lite-v1:0"))
     with pytest.raises(ConfigError, match="3072"):
         NovaEmbedder(boto3.client("bedrock-runtime"), dim=512)
+    # Each embedder refuses the other's model id (the check they share, on their own pattern).
+    with pytest.raises(ConfigError, match="does not name Amazon Nova Multimodal Embeddings"):
+        NovaEmbedder(boto3.client("bedrock-runtime"), model_id=TITAN)
+    with pytest.raises(ConfigError, match="does not name Titan Multimodal Embeddings G1"):
+        BedrockEmbedder(boto3.client("bedrock-runtime"), model_id="us." + NOVA)
     assert server.counters.total == 0
 
 

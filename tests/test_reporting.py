@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from media_enrichment_prefect.flows.enrich import enrich_catalog
+from media_enrichment.pipeline.summary import RunSummary
 from media_enrichment.report import artifact_key, summary_markdown
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -37,7 +38,8 @@ def test_artifact_keys_are_valid_readable_and_distinct_per_dataset():
     assert long_key.startswith("summary-") and len(long_key) <= len("summary-") + 40 + 9
     for weird in ("/", "ÄÖÜ", "s3://x/../y", "C:\\data"):
         assert re.fullmatch(r"[a-z0-9-]+", artifact_key("failures", weird)), weird
-    text = summary_markdown({"source": "m.csv", "enriched": 3, "estimated_cost_usd": 0.01234}, heatmap_uri="file:///h.png")
+    summary = RunSummary(run_id="r", source="m.csv", dataset="ds", enriched=3, estimated_cost_usd=0.01234)
+    text = summary_markdown(summary, heatmap_uri="file:///h.png")
     assert "| Enriched | 3 |" in text and "0.0123" in text and "(file:///h.png)" in text
 
 

@@ -15,8 +15,8 @@ from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.catalog import load_catalog, read_bytes
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import CatalogAccessError, CatalogError, DatasetLocationError, ImageError
-from media_enrichment.pipeline import (
-    ChunkResult,
+from media_enrichment.pipeline.execution import ChunkResult
+from media_enrichment.pipeline.staging import (
     commit_staged,
     find_staged,
     remove_staged,

@@ -14,23 +14,15 @@ import pytest
 
 from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.dataset import Dataset
-from media_enrichment.errors import (
-    CatalogAccessError,
-    ConfigError,
-    DatasetLocationError,
-    FatalProviderError,
-    RetryableProviderError,
-)
-from media_enrichment.pipeline import (
-    ChunkResult,
-    ModelVersions,
-    WorkItem,
+from media_enrichment.errors import DatasetLocationError
+from media_enrichment.pipeline.execution import ChunkResult
+from media_enrichment.pipeline.plan import ModelVersions, WorkItem, split_chunks
+from media_enrichment.pipeline.staging import (
     assets_table,
     chunk_key,
     commit_staged,
     find_staged,
     remove_staged,
-    split_chunks,
     stage_chunk,
     staged_failures,
     staged_image_ids,
@@ -196,19 +188,3 @@ def test_the_cli_refuses_a_file_as_dataset_in_one_line(sample_manifest, tmp_path
     errors = [line for line in output.splitlines() if "error" in line.lower()]
     assert errors == ["error: the dataset location taken is a file: choose a folder (--dataset)"], output
     assert "Traceback" not in output
-
-
-def test_errors_no_retry_can_fix_are_not_retried():
-    from prefect.states import Failed
-
-    from media_enrichment_prefect.tasks.enrichment import _retry_unless_fatal
-
-    def retried(error: BaseException) -> bool:
-        return _retry_unless_fatal(None, None, Failed(data=error))
-
-    for error in (
-        DatasetLocationError("no bucket"), CatalogAccessError("denied"), FatalProviderError("denied"), ConfigError("bad"),
-        NotADirectoryError(20, "Not a directory"), PermissionError(13, "Permission denied"),
-    ):
-        assert not retried(error), error
-    assert retried(RetryableProviderError("throttled")) and retried(OSError("connection reset"))

@@ -1,9 +1,20 @@
 """Test and benchmark helpers that fake the network, not the library.
 
-``bedrock_server.BedrockServer`` is a Bedrock-runtime-compatible HTTP server on loopback for
-the real boto3 client (``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``), with injectable faults.
+A Bedrock-compatible HTTP server on loopback for the real boto3 client
+(``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``), with injectable faults. It imports nothing of the
+library's providers, so it checks them rather than mirrors them. Its modules:
+
+* ``bedrock_server``: ``BedrockServer`` (lifecycle, model rules, dispatch) and the command line
+  (``python -m media_enrichment.testing.bedrock_server``);
+* ``wire``: HTTP routes and how answers and errors are written; ``errors``: ``ServiceError``;
+* ``faults``: ``FaultPlan``, the quota, ``Counters`` and ``RequestRecord``;
+* ``models``: known model ids, profiles and ARNs;
+* ``content``: deterministic image facts, vectors and metadata;
+* ``claude``, ``titan``, ``nova``: each model's request validation and answers;
+* ``control_plane``: ``GetFoundationModel`` and model lifecycles.
 """
 
-from media_enrichment.testing.bedrock_server import BedrockServer, Counters, FaultPlan, RequestRecord
+from media_enrichment.testing.bedrock_server import BedrockServer
+from media_enrichment.testing.faults import Counters, FaultPlan, RequestRecord
 
 __all__ = ["BedrockServer", "Counters", "FaultPlan", "RequestRecord"]

@@ -17,7 +17,7 @@ validated the way Nova's synchronous API documents it and answers a violation wi
 
 Answers are deterministic and comparable across modalities, like Titan's on this server: an
 image's vector follows its dominant colour and its hash, a text's the colour words it names
-(``image_vector``/``text_vector``), so "a red poster" lands near red images. The response is
+(``content.image_vector``/``content.text_vector``), so "a red poster" lands near red images. The response is
 ``{"embeddings": [{"embeddingType": "IMAGE"|"TEXT", "embedding": [...]}]}``. The purpose is
 recorded on each ``RequestRecord`` (``purpose``); it does not change the vector.
 """
@@ -26,15 +26,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from media_enrichment.testing.bedrock_server import (
-    _image_size,
-    _text_tokens,
-    _unit,
-    _validation,
-    image_vector,
-    sniff,
-    text_vector,
-)
+from media_enrichment.testing.content import decode_image, image_size, image_vector, text_tokens, text_vector, unit
+from media_enrichment.testing.errors import validation
 
 if TYPE_CHECKING:
     from media_enrichment.testing.bedrock_server import BedrockServer
@@ -66,19 +59,19 @@ _INPUTS = ("text", "image", "video", "audio")
 def _extraneous(where: str, found: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in found:
         if key not in allowed:
-            raise _validation(f"Malformed input request: {where}: extraneous key [{key}] is not permitted")
+            raise validation(f"Malformed input request: {where}: extraneous key [{key}] is not permitted")
 
 
 def _one_of(where: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise _validation(f"Malformed input request: {where}: {value!r} is not a valid enum value ({', '.join(allowed)})")
+        raise validation(f"Malformed input request: {where}: {value!r} is not a valid enum value ({', '.join(allowed)})")
 
 
 def handle_nova(server: BedrockServer, model_id: str, body: dict[str, Any], rec: dict[str, Any]):
-    """Answer one Nova InvokeModel request (called from ``BedrockServer._invoke``).
+    """Answer one Nova InvokeModel request (called from ``BedrockServer``).
 
     Args:
-        server: the server (facts cache, base64 decoding, faults, latency).
+        server: the server (facts cache, faults, latency).
         model_id: the model id as requested.
         body: the decoded JSON body.
         rec: the request's record fields, updated in place.
@@ -91,37 +84,37 @@ def handle_nova(server: BedrockServer, model_id: str, body: dict[str, Any], rec:
     """
     _extraneous("#", body, ("schemaVersion", "taskType", "singleEmbeddingParams"))
     if "schemaVersion" in body and body["schemaVersion"] != SCHEMA_VERSION:
-        raise _validation(f"Malformed input request: #/schemaVersion: {body['schemaVersion']!r} is not a valid enum value")
+        raise validation(f"Malformed input request: #/schemaVersion: {body['schemaVersion']!r} is not a valid enum value")
     task = body.get("taskType")
     if task is None:
-        raise _validation("Malformed input request: #: required key [taskType] not found")
+        raise validation("Malformed input request: #: required key [taskType] not found")
     if task == "SEGMENTED_EMBEDDING":
-        raise _validation("taskType SEGMENTED_EMBEDDING is only supported by StartAsyncInvoke")
+        raise validation("taskType SEGMENTED_EMBEDDING is only supported by StartAsyncInvoke")
     _one_of("#/taskType", task, ("SINGLE_EMBEDDING",))
     params = body.get("singleEmbeddingParams")
     if not isinstance(params, dict):
-        raise _validation("Malformed input request: #: required key [singleEmbeddingParams] not found")
+        raise validation("Malformed input request: #: required key [singleEmbeddingParams] not found")
     where = "#/singleEmbeddingParams"
     _extraneous(where, params, ("embeddingPurpose", "embeddingDimension", *_INPUTS))
     if "embeddingPurpose" not in params:
-        raise _validation(f"Malformed input request: {where}: required key [embeddingPurpose] not found")
+        raise validation(f"Malformed input request: {where}: required key [embeddingPurpose] not found")
     purpose = params["embeddingPurpose"]
     _one_of(f"{where}/embeddingPurpose", purpose, NOVA_PURPOSES)
     dim = params.get("embeddingDimension", NOVA_DEFAULT_DIM)
     if isinstance(dim, bool) or dim not in NOVA_DIMS:
-        raise _validation(f"Malformed input request: {where}/embeddingDimension: {dim} is not a valid enum value")
+        raise validation(f"Malformed input request: {where}/embeddingDimension: {dim} is not a valid enum value")
     inputs = [name for name in _INPUTS if name in params]
     if len(inputs) != 1:
-        raise _validation(
+        raise validation(
             f"Malformed input request: {where}: exactly one of text, image, video or audio must be provided, "
             f"found {len(inputs)}"
         )
     kind = inputs[0]
     if kind in ("video", "audio"):
-        raise _validation(f"{kind} embeddings are not served by this test server")
+        raise validation(f"{kind} embeddings are not served by this test server")
     content = params[kind]
     if not isinstance(content, dict):
-        raise _validation(f"Malformed input request: {where}/{kind}: expected type: JSONObject")
+        raise validation(f"Malformed input request: {where}/{kind}: expected type: JSONObject")
     rec.update(dims=dim, purpose=purpose, has_text=kind == "text")
 
     text = facts = None
@@ -131,37 +124,36 @@ def handle_nova(server: BedrockServer, model_id: str, body: dict[str, Any], rec:
     else:
         facts = _image(server, content, f"{where}/image", rec)
 
-    fault = server.faults.draw(claude=False, followup=False)
-    server._fault_prelude(fault, "nova")
+    fault = server.draw_fault("nova")
     vector = image_vector(facts, dim) if facts is not None else text_vector(text or "", dim)
     item: dict[str, Any] = {
         "embeddingType": "IMAGE" if facts is not None else "TEXT",
-        "embedding": [round(float(v), 7) for v in _unit(vector)],
+        "embedding": [round(float(v), 7) for v in unit(vector)],
     }
     if truncated is not None:
         item["truncatedCharLength"] = truncated
-    tokens = _text_tokens(text) if text else 0
+    tokens = text_tokens(text) if text else 0
     rec.update(outcome="ok")
     headers = {"X-Amzn-Bedrock-Input-Token-Count": str(tokens + (1 if facts is not None else 0))}
-    return server._finish(fault, {"embeddings": [item]}, headers, (tokens, 0), rec)
+    return server.deliver(fault, {"embeddings": [item]}, headers, (tokens, 0), rec)
 
 
 def _text(content: dict[str, Any], where: str) -> tuple[str, int | None]:
     _extraneous(where, content, ("truncationMode", "value", "source"))
     if "truncationMode" not in content:
-        raise _validation(f"Malformed input request: {where}: required key [truncationMode] not found")
+        raise validation(f"Malformed input request: {where}: required key [truncationMode] not found")
     mode = content["truncationMode"]
     _one_of(f"{where}/truncationMode", mode, ("START", "END", "NONE"))
     if ("value" in content) == ("source" in content):
-        raise _validation(f"Malformed input request: {where}: exactly one of value or source must be provided")
+        raise validation(f"Malformed input request: {where}: exactly one of value or source must be provided")
     if "source" in content:
-        raise _validation("text from an S3 source is not served by this test server: send text.value")
+        raise validation("text from an S3 source is not served by this test server: send text.value")
     value = content["value"]
     if not isinstance(value, str) or not value.strip():
-        raise _validation(f"Malformed input request: {where}/value: expected a non-empty string")
+        raise validation(f"Malformed input request: {where}/value: expected a non-empty string")
     if len(value) > NOVA_TEXT_MAX_CHARS:
         if mode == "NONE":
-            raise _validation(f"{where}/value: text of {len(value)} characters exceeds the model's limit")
+            raise validation(f"{where}/value: text of {len(value)} characters exceeds the model's limit")
         cut = value[:NOVA_TEXT_MAX_CHARS] if mode == "END" else value[-NOVA_TEXT_MAX_CHARS:]
         return cut, NOVA_TEXT_MAX_CHARS
     return value, None
@@ -170,31 +162,28 @@ def _text(content: dict[str, Any], where: str) -> tuple[str, int | None]:
 def _image(server: BedrockServer, content: dict[str, Any], where: str, rec: dict[str, Any]):
     _extraneous(where, content, ("format", "detailLevel", "source"))
     if "format" not in content:
-        raise _validation(f"Malformed input request: {where}: required key [format] not found")
+        raise validation(f"Malformed input request: {where}: required key [format] not found")
     fmt = content["format"]
     _one_of(f"{where}/format", fmt, tuple(NOVA_FORMATS))
     if "detailLevel" in content:
         _one_of(f"{where}/detailLevel", content["detailLevel"], ("STANDARD_IMAGE", "DOCUMENT_IMAGE"))
     source = content.get("source")
     if not isinstance(source, dict):
-        raise _validation(f"Malformed input request: {where}: required key [source] not found")
+        raise validation(f"Malformed input request: {where}: required key [source] not found")
     _extraneous(f"{where}/source", source, ("bytes", "s3Location"))
     if ("bytes" in source) == ("s3Location" in source):
-        raise _validation(f"Malformed input request: {where}/source: exactly one of bytes or s3Location must be provided")
+        raise validation(f"Malformed input request: {where}/source: exactly one of bytes or s3Location must be provided")
     if "s3Location" in source:
-        raise _validation("images from S3 are not served by this test server: send source.bytes")
+        raise validation("images from S3 are not served by this test server: send source.bytes")
     encoded = source["bytes"]
     if isinstance(encoded, str) and len(encoded) > NOVA_MAX_BASE64:
-        raise _validation(f"{where}/source/bytes: the image exceeds the 25 MB payload limit")
-    data = server._decode_b64(encoded, f"{where}/source/bytes")
-    actual = sniff(data)
-    if actual is None:
-        raise _validation("Could not process image")
+        raise validation(f"{where}/source/bytes: the image exceeds the 25 MB payload limit")
+    data, actual = decode_image(encoded, f"{where}/source/bytes")
     if actual != NOVA_FORMATS[fmt]:
-        raise _validation(f"The image format was specified as {fmt}, but the image appears to be a {actual} image")
-    width, height = _image_size(data)
+        raise validation(f"The image format was specified as {fmt}, but the image appears to be a {actual} image")
+    width, height = image_size(data)
     if width > NOVA_MAX_SIDE or height > NOVA_MAX_SIDE:
-        raise _validation(f"{where}: image dimensions {width}x{height} exceed the maximum of {NOVA_MAX_SIDE} pixels")
-    facts = server._facts_for(data, actual, size=(width, height))
+        raise validation(f"{where}: image dimensions {width}x{height} exceed the maximum of {NOVA_MAX_SIDE} pixels")
+    facts = server.facts.facts_for(data, actual, size=(width, height))
     rec.update(media_types=(actual,), image_sha256=(facts.sha256,))
     return facts

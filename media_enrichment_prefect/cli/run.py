@@ -20,14 +20,19 @@ from media_enrichment.errors import ConfigError, EnrichmentError
 from media_enrichment_prefect.cli.app import DEFAULT_DATASET, DatasetOpt, _fail, app, console
 from media_enrichment_prefect.cli.running import prepare_prefect_environment, run_flow_with_progress
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(result: dict[str, Any]) -> None:
+    """The run's summary (the flow's return value, a ``RunSummary`` as data) as a table."""
+    from media_enrichment.pipeline.summary import RunSummary
+
+    summary = RunSummary.from_dict(result)
     table = Table(title="Enrichment run", show_header=False)
     for key in (
         "source", "dataset", "batch", "catalog_rows", "reused", "enriched", "failed", "given_up", "chunks",
         "task_runner", "input_tokens", "output_tokens", "assets_version", "failures_version", "duration_s",
         "images_per_s", "estimated_cost_usd", "enrichment_model", "embedding_model", "prompt_version", "embedding_dim", "run_id",
     ):
-        table.add_row(key, "-" if summary.get(key) is None else str(summary[key]))
+        value = getattr(summary, key)
+        table.add_row(key, "-" if value is None else str(value))
     console.print(table)
 
 
@@ -55,10 +60,14 @@ def _setting_help(field: str, text: str | None = None, *, unset: str = "none") -
 
 
 def _check_run(source: str, settings: Settings) -> None:
-    """Refuse a run for what can be checked without Prefect or any model: a local catalogue,
-    the price file, and for Bedrock the prompt file and a region."""
+    """Refuse a run for what can be checked without Prefect or any model: a local dataset
+    location, a local catalogue, the price file, and for Bedrock the prompt file and a region."""
     from media_enrichment.aws import resolve_region
     from media_enrichment.cost import load_prices
+    from media_enrichment.dataset import Dataset
+
+    if "://" not in settings.dataset:  # the flow checks S3 datasets, with the run's credentials
+        Dataset(settings.dataset).check_writable()
 
     if "://" not in source:  # the flow checks S3 catalogues, with the run's credentials
         load_catalog(source, limit=settings.limit, batch=settings.batch)
@@ -73,7 +82,6 @@ def _check_run(source: str, settings: Settings) -> None:
                 "no AWS region for Bedrock: set AWS_REGION (or MEDIA_ENRICH_AWS_REGION, AWS_DEFAULT_REGION, "
                 "or a region in the AWS profile)"
             )
-
 
 
 @app.command()
@@ -236,10 +244,12 @@ def estimate(
     """Estimate the image tokens and cost of enriching a catalogue with Bedrock, calling no model."""
     from media_enrichment.aws import s3_client
     from media_enrichment.catalog import read_bytes
-    from media_enrichment.cost import estimate_catalog, load_prices, text_tokens
+    from media_enrichment.cost import estimate_catalog, load_prices
+    from media_enrichment.tokens import text_tokens
     from media_enrichment.prompts import load_prompt
     from media_enrichment.aws import resolve_region
-    from media_enrichment.providers.bedrock import METADATA_TOOL, resolve_describer_model
+    from media_enrichment.providers.bedrock.answers import METADATA_TOOL
+    from media_enrichment.providers.bedrock.models import resolve_describer_model
 
     try:
         settings = Settings(provider="bedrock", **({"describer_model_id": model} if model else {}))

@@ -1,10 +1,8 @@
-"""The enrichment flow: catalogue -> chunks of retrying tasks -> upserts into Delta."""
+"""The enrichment flow: the run driver's steps as Prefect tasks, in order (catalogue -> plan -> chunk tasks -> merge -> report)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
 import uuid
 from typing import Any
 
@@ -13,16 +11,19 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
-from media_enrichment.aws import storage_options
 from media_enrichment.config import ProviderName, Settings, TaskRunnerName, build_settings
-from media_enrichment.cost import load_prices, run_cost
-from media_enrichment.dataset import Dataset
-from media_enrichment.pipeline import ModelVersions, StagedChunk, WorkItem, split_chunks
-from media_enrichment.storage import is_remote
-from media_enrichment_prefect.tasks.aws import run_region
-from media_enrichment_prefect.tasks.chunk_job import ChunkJob, release_services, services_for
-from media_enrichment_prefect.tasks.enrichment import enrich_chunk, load_catalog_rows, merge_results, plan_enrichment
+from media_enrichment.pipeline.driver import ChunkJob, open_run
+from media_enrichment.pipeline.plan import WorkItem
+from media_enrichment.pipeline.staging import StagedChunk
+from media_enrichment_prefect.tasks.enrichment import (
+    enrich_chunk,
+    load_catalog_rows,
+    merge_results,
+    plan_enrichment,
+    prefect_inputs,
+)
 from media_enrichment_prefect.tasks.reporting import RunProgress, publish_report
 
 # The window of chunks in flight is bounded by the `concurrency` parameter; the pool only
@@ -105,7 +106,6 @@ def enrich_catalog(
     flow, else the default in ``media_enrichment.config.Settings``; the summary's ``settings``
     shows what the run used.
     """
-    started = time.perf_counter()
     # Checked before anything is read or called: a bad value names its parameter or variable.
     settings = build_settings(
         {
@@ -114,108 +114,34 @@ def enrich_catalog(
             "retry_failures": retry_failures, "task_runner": task_runner,
         }
     )
-    run_id = str(flow_run.get_id() or uuid.uuid4())
-    store = Dataset(settings.dataset)
-    job = ChunkJob(
-        settings=settings, run_id=run_id, versions=None, staging_dir=store.staging_dir, reads_s3=source.startswith("s3://")
-    )
-    try:
-        return _enrich(source, settings=settings, job=job, store=store, started=started)
-    finally:
-        release_services(job)
-
-
-def _enrich(source: str, *, settings: Settings, job: ChunkJob, store: Dataset, started: float) -> dict[str, Any]:
     logger = get_run_logger()
-    run_id = job.run_id
-    prices = load_prices(settings.price_file)  # a bad price file stops the run before it pays
-    services = services_for(job)  # the chunk tasks of this process share these
-    if services.storage_options:  # an AwsCredentials block's identity writes the S3 dataset too
-        store = Dataset(store.root, storage_options=services.storage_options)
-    elif is_remote(store.root):  # delta-rs would not see MEDIA_ENRICH_AWS_REGION or a profile's region
-        store = Dataset(store.root, storage_options=storage_options(None, region=run_region(settings)))
-    describer, embedder, read = services.enricher.describer, services.enricher.embedder, services.enricher.read
-    versions = ModelVersions.of(describer, embedder)
-    job = dataclasses.replace(job, versions=versions)
-
-    catalog = load_catalog_rows(source, limit=settings.limit, batch=settings.batch, s3_client=services.s3)
-    batch_label = settings.batch or catalog.default_batch
-    plan = plan_enrichment(
-        catalog, dataset=store, versions=versions, read=read, run_id=run_id, settings=settings, default_batch=batch_label
-    )
-    logger.info(
-        "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable, %d failed before and left alone",
-        source, plan.total, plan.reused, len(plan.items), len(plan.failures), len(plan.given_up),
-    )
-    tracker = RunProgress(total=len(plan.items), dataset=settings.dataset)
-    if plan.items:
-        # Stop before the catalogue is attempted if no image could succeed (access, model id).
-        describer.check_access()
-        embedder.check_access()
-
-    chunks = split_chunks(plan.items, settings.chunk_size)
-    if settings.task_runner == "threads":
-        chunk_runner = type(FlowRunContext.get().task_runner).__name__
-        staged = _run_chunks(chunks, job=job, tracker=tracker)
-    else:  # chosen per run, by a parameter or the worker's environment, not when the flow is declared
-        with task_runner_for(settings) as runner:
-            chunk_runner = type(runner).__name__
-            staged = _run_chunks(chunks, job=job, tracker=tracker, runner=runner)
-
-    workers = sorted({c.worker for c in staged if c.worker})
-    enriched = sum(c.enriched for c in staged)
-    failed = sum(c.failed for c in staged) + len(plan.failures)
-    input_tokens = sum(c.input_tokens for c in staged)
-    output_tokens = sum(c.output_tokens for c in staged)
-    versions_written = {"assets_version": None, "failures_version": None}
-    if staged or plan.failures:
-        metadata = {
-            "run_id": run_id,
-            "flow_run_name": flow_run.get_name(),
-            **versions.as_metadata(),
-            "batch": batch_label,
-            "source": source,
-            "catalog_rows": plan.total,
-            "reused": plan.reused,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-        }
-        versions_written = merge_results(
-            staged, dataset=store, plan_failures=plan.failures, metadata=metadata, commit_rows=settings.commit_rows
+    inputs = prefect_inputs(settings)
+    with open_run(
+        settings, source, str(flow_run.get_id() or uuid.uuid4()), session=inputs.session, limiters=inputs.limiters,
+        run_name=flow_run.get_name(),
+    ) as run:
+        catalog = load_catalog_rows(run)
+        plan = plan_enrichment(run, catalog)
+        logger.info(
+            "Catalogue %s: %d images, %d already enriched, %d to enrich, %d unreadable, %d failed before and left alone",
+            source, plan.total, plan.reused, len(plan.items), len(plan.failures), len(plan.given_up),
         )
+        tracker = RunProgress(total=len(plan.items), dataset=settings.dataset)
+        run.check_access(plan)  # before the catalogue is attempted: no image could succeed without it
+        staged, chunk_runner = _enrich_chunks(run.chunks(plan), job=run.job, tracker=tracker)
+        versions = merge_results(run, staged, quote(plan))  # quoted: Prefect need not walk a plan's items
+        summary = run.summary(plan, staged, versions, task_runner=chunk_runner)
+        summary = summary.with_heatmap(publish_report(summary, dataset=run.dataset))
+    logger.info("Enriched %d, reused %d, failed %d in %.1f s", summary.enriched, summary.reused, summary.failed, summary.duration_s)
+    return summary.as_dict()
 
-    duration = time.perf_counter() - started
-    summary = {
-        "run_id": run_id,
-        "source": source,
-        "dataset": settings.dataset,
-        "batch": batch_label,
-        "catalog_rows": plan.total,
-        "reused": plan.reused,
-        "enriched": enriched,
-        "failed": failed,
-        "given_up": len(plan.given_up),
-        "chunks": len(chunks),
-        "task_runner": chunk_runner,
-        "workers": workers,  # host:pid of the processes that ran chunk tasks
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        **versions_written,
-        "estimated_cost_usd": run_cost(
-            enrichment_model=versions.enrichment_model, embedding_model=versions.embedding_model,
-            input_tokens=input_tokens, output_tokens=output_tokens, images=enriched,
-            prices=prices,
-        ),
-        "rate_control": {
-            name: provider.gate.stats()
-            for name, provider in (("describer", describer), ("embedder", embedder))
-            if getattr(provider, "gate", None) is not None
-        },
-        "duration_s": round(duration, 3),
-        "images_per_s": round(enriched / duration, 2) if duration > 0 else None,
-        **versions.as_metadata(),
-        "settings": settings.model_dump(mode="json"),  # what the run used, wherever each value came from
-    }
-    summary["heatmap"] = publish_report(summary, dataset=store)
-    logger.info("Enriched %d, reused %d, failed %d in %.1f s", enriched, plan.reused, failed, duration)
-    return summary
+
+def _enrich_chunks(
+    chunks: list[list[WorkItem]], *, job: ChunkJob, tracker: RunProgress
+) -> tuple[list[StagedChunk], str]:
+    """The chunk tasks on the flow's own threads, or on the task runner the settings ask for
+    (chosen per run, by a parameter or the worker's environment, not when the flow is declared)."""
+    if job.settings.task_runner == "threads":
+        return _run_chunks(chunks, job=job, tracker=tracker), type(FlowRunContext.get().task_runner).__name__
+    with task_runner_for(job.settings) as runner:
+        return _run_chunks(chunks, job=job, tracker=tracker, runner=runner), type(runner).__name__

@@ -1,5 +1,10 @@
 """Bedrock quotas shared by every run and worker: Prefect global concurrency limits as rate limits.
 
+The Prefect side of rate control: ``PrefectRateLimiter`` is a ``media_enrichment.ratecontrol.Limiter``
+(the protocol ``TokenBucket`` also implements), kept here because the library imports no Prefect;
+the gates, buckets and adaptive window it plugs into, and where every other piece of rate control
+is, are described in ``media_enrichment.ratecontrol``.
+
 With ``shared_rate_limits`` the flow calls ``ensure_rate_limits(settings)`` once and passes the
 result to ``build_providers`` / ``build_bedrock_providers(settings, limiters=...)``; the providers'
 gates then take each request (and Claude's estimated tokens) from Prefect's ``rate_limit``
@@ -32,6 +37,7 @@ from prefect.types.names import BANNED_CHARACTERS
 
 from media_enrichment.config import Settings
 from media_enrichment.errors import ConfigError
+from media_enrichment.ratecontrol import Limiter
 from media_enrichment_prefect.tasks.aws import run_region
 
 logger = logging.getLogger(__name__)
@@ -39,8 +45,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["PrefectRateLimiter", "RateLimitSpec", "ensure_rate_limits", "limit_name", "rate_limit_specs"]
 
 
-class PrefectRateLimiter:
-    """A ``RateLimiter`` (see ``media_enrichment.throttle``) backed by a Prefect global limit."""
+class PrefectRateLimiter(Limiter):
+    """A ``Limiter`` (``media_enrichment.ratecontrol``) backed by a Prefect global limit."""
 
     def __init__(
         self, name: str, *, strict: bool = True, max_occupy: int | None = None, timeout_seconds: float | None = None
@@ -117,7 +123,7 @@ def rate_limit_specs(settings: Settings) -> list[RateLimitSpec]:
     """
     if not any((settings.describer_rpm, settings.describer_tpm, settings.embedder_rpm)):
         return []
-    from media_enrichment.providers.bedrock import resolve_describer_model
+    from media_enrichment.providers.bedrock.models import resolve_describer_model
 
     region = run_region(settings)
     describer = resolve_describer_model(region, settings.describer_model_id)  # the id the run calls

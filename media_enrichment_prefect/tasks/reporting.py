@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.artifacts import (
@@ -20,6 +19,7 @@ from media_enrichment import progress
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import EnrichmentError
 from media_enrichment.explore import similarity_heatmap
+from media_enrichment.pipeline.summary import RunSummary
 from media_enrichment.report import artifact_key, failure_records, summary_markdown
 from media_enrichment.search import VectorIndex
 
@@ -49,12 +49,12 @@ class RunProgress:
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)
-def publish_report(summary: dict[str, Any], *, dataset: Dataset, heatmap: bool = True) -> str | None:
+def publish_report(summary: RunSummary, *, dataset: Dataset, heatmap: bool = True) -> str | None:
     """Publish the run's summary, failures and similarity heatmap as Prefect artifacts."""
     heatmap_uri = None
     if heatmap and dataset.is_local:
         existing = Path(dataset.root, "reports", "similarity.png")
-        if summary.get("assets_version") is not None:  # the table changed: draw it again
+        if summary.assets_version is not None:  # the table changed: draw it again
             heatmap_uri = _draw_heatmap(dataset, existing)
         elif existing.is_file():
             heatmap_uri = existing.resolve().as_uri()

@@ -1,58 +1,31 @@
-"""A small, deterministic sample catalogue drawn with Pillow, for demos, tests and benchmarks.
+"""The painters of the sample catalogue: one per visual theme, drawn with Pillow and NumPy.
 
-The catalogue has about thirty images in five visual themes (sunsets and landscapes, city
-skylines, product shots on white, posters and signs with large text, abstract patterns), in
-JPEG, PNG and WebP, plus a few *fabricated near-duplicates* of some of them (a 10% crop, a
-resize to 60%, a JPEG re-encode at quality 35, a small hue and brightness shift). A manifest,
-``catalog.csv``, lists every image with its theme and, for a near-duplicate, the ``image_id`` it
-was fabricated from. Everything is drawn from one seed, so the same seed gives byte-identical
-files (with the same Pillow build).
+Each painter takes a ``random.Random`` (every drawing decision), a NumPy generator (grain) and a
+size, and returns an RGB image: ``draw_sunset`` and ``draw_landscape`` (gradients, hills, water,
+grain), ``draw_city`` (a skyline by day or night), ``draw_product`` (an object on white, with a
+soft shadow), ``draw_poster`` (large clear text, for OCR) and ``draw_abstract`` (circles,
+stripes or blocks). The same inputs give the same pixels.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import random
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-MANIFEST_NAME = "catalog.csv"
-MANIFEST_COLUMNS = ("image_id", "path", "theme", "variant_of")
+__all__ = [
+    "POSTER_SCHEMES",
+    "PRODUCT_COLOURS",
+    "draw_abstract",
+    "draw_city",
+    "draw_landscape",
+    "draw_poster",
+    "draw_product",
+    "draw_sunset",
+]
 
 RGB = tuple[int, int, int]
-
-_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-
-# Texts carried by the posters; large and clear so that OCR can read them.
-POSTER_TEXTS: tuple[tuple[str, ...], ...] = (
-    ("SUMMER", "SALE 50%"),
-    ("OPEN", "24 HOURS"),
-    ("GRAND", "OPENING"),
-    ("FRESH", "COFFEE"),
-    ("NO PARKING",),
-)
-
-
-@dataclass(frozen=True)
-class _Original:
-    image_id: str
-    theme: str
-    draw: Callable[[random.Random, np.random.Generator, tuple[int, int]], Image.Image]
-    size: tuple[int, int]
-    fmt: str
-
-
-@dataclass(frozen=True)
-class _Variant:
-    image_id: str
-    of: str
-    kind: str  # crop | resize | jpeg | shift
-    fmt: str
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +83,7 @@ _SUNSET_PALETTES: tuple[tuple[RGB, RGB, RGB], ...] = (
 )
 
 
-def _draw_sunset(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+def draw_sunset(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     width, height = size
     top, mid, low = rng.choice(_SUNSET_PALETTES)
     horizon = rng.uniform(0.55, 0.72)
@@ -140,7 +113,7 @@ def _draw_sunset(rng: random.Random, nrng: np.random.Generator, size: tuple[int,
     return _add_grain(image.filter(ImageFilter.GaussianBlur(1.2)), nrng)
 
 
-def _draw_landscape(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+def draw_landscape(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     width, height = size
     horizon = rng.uniform(0.4, 0.6)
     image = _vertical_gradient(size, [(0.0, (60, 120, 210)), (horizon, (170, 210, 245)), (1.0, (170, 210, 245))])
@@ -170,7 +143,7 @@ def _draw_landscape(rng: random.Random, nrng: np.random.Generator, size: tuple[i
     return _add_grain(image.filter(ImageFilter.GaussianBlur(0.8)), nrng)
 
 
-def _draw_city(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+def draw_city(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     width, height = size
     night = rng.random() < 0.5
     if night:
@@ -201,7 +174,7 @@ def _draw_city(rng: random.Random, nrng: np.random.Generator, size: tuple[int, i
     return _add_grain(image, nrng, sigma=2.0)
 
 
-_PRODUCT_COLOURS: tuple[RGB, ...] = (
+PRODUCT_COLOURS: tuple[RGB, ...] = (
     (210, 30, 40),  # red
     (30, 90, 200),  # blue
     (40, 160, 70),  # green
@@ -211,13 +184,13 @@ _PRODUCT_COLOURS: tuple[RGB, ...] = (
 )
 
 
-def _draw_product(
+def draw_product(
     rng: random.Random, nrng: np.random.Generator, size: tuple[int, int], colour: RGB | None = None, kind: str | None = None
 ) -> Image.Image:
     width, height = size
     image = Image.new("RGB", size, (250, 250, 250))
     draw = ImageDraw.Draw(image)
-    colour = colour or rng.choice(_PRODUCT_COLOURS)
+    colour = colour or rng.choice(PRODUCT_COLOURS)
     dark = _mix(colour, (0, 0, 0), 0.35)
     cx, base = width / 2 + rng.uniform(-0.08, 0.08) * width, height * 0.85
     scale = min(width, height) * rng.uniform(1.25, 1.4)
@@ -254,7 +227,7 @@ def _draw_product(
     return image
 
 
-_POSTER_SCHEMES: tuple[tuple[RGB, RGB], ...] = (
+POSTER_SCHEMES: tuple[tuple[RGB, RGB], ...] = (
     ((220, 30, 45), (255, 255, 255)),  # red on white text
     ((20, 20, 25), (255, 220, 40)),  # black with yellow text
     ((25, 80, 190), (255, 255, 255)),  # blue with white text
@@ -263,7 +236,7 @@ _POSTER_SCHEMES: tuple[tuple[RGB, RGB], ...] = (
 )
 
 
-def _draw_poster(
+def draw_poster(
     rng: random.Random,
     nrng: np.random.Generator,
     size: tuple[int, int],
@@ -271,7 +244,7 @@ def _draw_poster(
     scheme: tuple[RGB, RGB] | None = None,
 ) -> Image.Image:
     width, height = size
-    background, ink = scheme or rng.choice(_POSTER_SCHEMES)
+    background, ink = scheme or rng.choice(POSTER_SCHEMES)
     image = Image.new("RGB", size, background)
     draw = ImageDraw.Draw(image)
     margin = int(min(width, height) * 0.05)
@@ -301,7 +274,7 @@ def _draw_poster(
     return image
 
 
-def _draw_abstract(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+def draw_abstract(rng: random.Random, nrng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
     width, height = size
     style = rng.choice(["circles", "stripes", "blocks"])
     palette = rng.sample(
@@ -331,126 +304,3 @@ def _draw_abstract(rng: random.Random, nrng: np.random.Generator, size: tuple[in
             w, h = rng.uniform(0.1, 0.4) * width, rng.uniform(0.1, 0.4) * height
             draw.rectangle((x0, y0, x0 + w, y0 + h), fill=rng.choice(palette[1:]), outline=(20, 20, 20), width=6)
     return image
-
-
-# --------------------------------------------------------------------------------------------
-# The catalogue plan
-
-_LANDSCAPE_SIZES = ((640, 480), (800, 600), (960, 640), (1024, 768), (1200, 800))
-
-
-def _plan(rng: random.Random) -> tuple[list[_Original], list[_Variant]]:
-    originals: list[_Original] = []
-
-    def add(theme: str, prefix: str, count: int, draw, formats: tuple[str, ...], sizes=_LANDSCAPE_SIZES) -> None:
-        for i in range(count):
-            originals.append(_Original(f"{prefix}-{i + 1:02d}", theme, draw, rng.choice(sizes), formats[i % len(formats)]))
-
-    add("landscape", "sunset", 4, _draw_sunset, ("JPEG", "WEBP", "JPEG", "PNG"))
-    add("landscape", "hills", 3, _draw_landscape, ("JPEG", "PNG", "WEBP"))
-    add("city", "city", 4, _draw_city, ("JPEG", "WEBP", "PNG", "JPEG"), sizes=_LANDSCAPE_SIZES + ((600, 800),))
-    for i, (colour, kind) in enumerate(zip(_PRODUCT_COLOURS, ("mug", "bottle", "box", "ball"))):
-        def product(r, n, s, colour=colour, kind=kind):
-            return _draw_product(r, n, s, colour, kind)
-        size = ((720, 720), (600, 800), (800, 600), (640, 640))[i]
-        originals.append(_Original(f"product-{i + 1:02d}", "product", product, size, ("PNG", "WEBP", "PNG", "JPEG")[i]))
-    for i, lines in enumerate(POSTER_TEXTS):
-        def poster(r, n, s, lines=lines, scheme=_POSTER_SCHEMES[i]):
-            return _draw_poster(r, n, s, lines, scheme)
-        size = ((800, 600), (600, 800), (1024, 768), (640, 480), (960, 640))[i]
-        originals.append(_Original(f"poster-{i + 1:02d}", "poster", poster, size, ("PNG", "JPEG", "WEBP", "PNG", "JPEG")[i]))
-    add("abstract", "abstract", 3, _draw_abstract, ("PNG", "WEBP", "JPEG"))
-
-    variants = [
-        _Variant("sunset-01-crop", "sunset-01", "crop", "JPEG"),
-        _Variant("sunset-02-jpeg35", "sunset-02", "jpeg", "JPEG"),
-        _Variant("hills-01-small", "hills-01", "resize", "JPEG"),
-        _Variant("city-01-shift", "city-01", "shift", "JPEG"),
-        _Variant("city-03-crop", "city-03", "crop", "PNG"),
-        _Variant("product-02-small", "product-02", "resize", "PNG"),
-        _Variant("poster-01-jpeg35", "poster-01", "jpeg", "JPEG"),
-        _Variant("poster-01-crop", "poster-01", "crop", "PNG"),
-        _Variant("abstract-01-shift", "abstract-01", "shift", "WEBP"),
-    ]
-    return originals, variants
-
-
-def _fabricate(image: Image.Image, kind: str, rng: random.Random) -> tuple[Image.Image, int | None]:
-    """A near-duplicate of ``image``; returns it and a JPEG quality to force, if any."""
-    width, height = image.size
-    if kind == "crop":  # keep 90% of each side, at a random offset
-        dx, dy = rng.randint(0, width // 10), rng.randint(0, height // 10)
-        return image.crop((dx, dy, dx + width * 9 // 10, dy + height * 9 // 10)), None
-    if kind == "resize":
-        return image.resize((round(width * 0.6), round(height * 0.6)), Image.Resampling.LANCZOS), None
-    if kind == "jpeg":
-        return image, 35
-    if kind == "shift":  # rotate hue by ~6 degrees, brighten by 8%
-        h, s, v = image.convert("HSV").split()
-        h = h.point(lambda value: (value + 4) % 256)
-        shifted = Image.merge("HSV", (h, s, v)).convert("RGB")
-        return ImageEnhance.Brightness(shifted).enhance(1.08), None
-    raise ValueError(f"unknown variant kind {kind!r}")
-
-
-def _encode(image: Image.Image, fmt: str, quality: int | None = None) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "JPEG":
-        image.save(buffer, "JPEG", quality=quality or 88, optimize=False, progressive=False)
-    elif fmt == "WEBP":
-        image.save(buffer, "WEBP", quality=82, method=4)
-    else:
-        image.save(buffer, "PNG", optimize=False, compress_level=3)
-    return buffer.getvalue()
-
-
-def generate_sample_catalog(folder: Path, *, seed: int = 7) -> Path:
-    """Draw the sample catalogue into ``folder`` and write its manifest.
-
-    Images go to one sub-folder per theme; fabricated near-duplicates sit next to their
-    originals. Existing files with the same names are overwritten; nothing else is touched.
-
-    Args:
-        folder: where to write (created if missing).
-        seed: the seed every drawing decision comes from; the same seed gives the same bytes.
-
-    Returns:
-        The path of the manifest ``catalog.csv``, whose columns are ``image_id, path, theme,
-        variant_of`` (``path`` relative to the manifest's folder; ``variant_of`` empty, or the
-        ``image_id`` a near-duplicate was fabricated from).
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    plan_rng = random.Random(seed)
-    originals, variants = _plan(plan_rng)
-
-    rows: list[dict[str, str]] = []
-    drawn: dict[str, tuple[Image.Image, _Original]] = {}
-    for index, original in enumerate(originals):
-        rng = random.Random(seed * 1_000_003 + index)
-        nrng = np.random.default_rng([seed, index])
-        image = original.draw(rng, nrng, original.size)
-        drawn[original.image_id] = (image, original)
-        relative = f"{original.theme}/{original.image_id}.{_EXTENSIONS[original.fmt]}"
-        _write(folder / relative, _encode(image, original.fmt))
-        rows.append({"image_id": original.image_id, "path": relative, "theme": original.theme, "variant_of": ""})
-
-    for index, variant in enumerate(variants):
-        source, original = drawn[variant.of]
-        rng = random.Random(seed * 2_000_003 + index)
-        image, quality = _fabricate(source, variant.kind, rng)
-        relative = f"{original.theme}/{variant.image_id}.{_EXTENSIONS[variant.fmt]}"
-        _write(folder / relative, _encode(image, variant.fmt, quality))
-        rows.append({"image_id": variant.image_id, "path": relative, "theme": original.theme, "variant_of": variant.of})
-
-    manifest = folder / MANIFEST_NAME
-    with manifest.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)

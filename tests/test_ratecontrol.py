@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +16,13 @@ from PIL import Image
 from media_enrichment.config import Settings
 from media_enrichment.errors import RetryableProviderError
 from media_enrichment.images import CLAUDE_LIMITS, prepare_image
-from media_enrichment.providers.bedrock import BedrockDescriber, BedrockEmbedder, build_bedrock_providers
+from media_enrichment.providers.bedrock import build_bedrock_providers
+from media_enrichment.providers.bedrock.answers import METADATA_TOOL
+from media_enrichment.providers.bedrock.describer import BedrockDescriber
+from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 from media_enrichment.aws import bedrock_runtime_client, make_session
 from media_enrichment.testing import BedrockServer, FaultPlan
-from media_enrichment.throttle import AdaptiveConcurrency, ModelGate, RateLimiter, TokenBucket, build_gates
+from media_enrichment.ratecontrol import AdaptiveConcurrency, Limiter, ModelGate, TokenBucket, build_gates
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 
@@ -186,7 +191,7 @@ def test_gate_takes_slot_request_and_tokens_and_counts():
     stats = gate.stats()
     assert stats["calls"] == 2 and stats["throttles"] == 1 and stats["successes"] == 1
     assert stats["tokens_requested"] == 400 and stats["waits"] == 1 and stats["limit"] == 2
-    assert isinstance(requests, RateLimiter)
+    assert isinstance(requests, Limiter)
 
 
 def test_build_gates_from_settings_and_injected_limiters():
@@ -199,8 +204,11 @@ def test_build_gates_from_settings_and_injected_limiters():
 
     settings = Settings(describer_rpm=120, describer_tpm=60_000, embedder_rpm=600, concurrency=8)
     d, e = build_gates(settings)
-    assert d.requests.rate_per_minute == 120 and d.tokens.rate_per_minute == 60_000
-    assert e.requests.rate_per_minute == 600 and e.tokens is None
+    # Per-second refill and one second of burst: 120/min -> 2/s, 60,000/min -> 1000/s, 600/min -> 10/s.
+    assert (d.requests.rate_per_second, d.requests.capacity) == (pytest.approx(2.0), pytest.approx(2.0))
+    assert (d.tokens.rate_per_second, d.tokens.capacity) == (pytest.approx(1000.0), pytest.approx(1000.0))
+    assert (e.requests.rate_per_second, e.requests.capacity) == (pytest.approx(10.0), pytest.approx(10.0))
+    assert e.tokens is None
     assert d.concurrency.max_in_flight == 8 and e.concurrency is not d.concurrency
 
     shared = Recorder()
@@ -302,10 +310,15 @@ def test_build_bedrock_providers_gates_both_models_from_settings(aws_env):
         describer, embedder = build_bedrock_providers(settings)
         assert describer.client is embedder.client
         image = _images(1)[0]
-        describer.describe(image)
+        assert (image.width, image.height) == (32, 24)
+        billed = describer.describe(image).input_tokens
         embedder.embed_image(image)
         d, e = describer.gate.stats(), embedder.gate.stats()
         assert d["calls"] == d["successes"] == 1 and e["calls"] == e["successes"] == 1
-        # Image tokens (32*24/750 -> 2) plus prompt and tool schema at ~4 characters a token.
-        assert d["tokens_requested"] == describer.estimate_tokens(image, [describer.image_message(image)]) > 2
+        # 32 x 24 = 768 px -> ceil(768 / 750) = 2 image tokens, plus the prompt and the tool
+        # schema at 3.5 characters a token.
+        text_chars = len(describer.prompt.text) + len(json.dumps(METADATA_TOOL))
+        assert d["tokens_requested"] == 2 + math.ceil(text_chars / 3.5)
+        # The estimate errs high: never below what the server billed for the same request.
+        assert d["tokens_requested"] >= billed
         assert d["rpm"] == 6000 and d["tpm"] == 1_000_000 and e["rpm"] == 6000

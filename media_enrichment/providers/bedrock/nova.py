@@ -28,32 +28,25 @@ per request. ``embed_image(image, text=...)`` therefore embeds both (two request
 The pipeline embeds stored images alone (``ChunkEnricher`` calls ``embed_image(image)``), for
 Titan and Nova alike, so a run makes one Nova request per image.
 
-Calls go through ``providers.bedrock``'s InvokeModel helper: the same error translation, the
-same ``ModelGate`` rate control and attempt-reporting hook, the same vector checks as Titan.
+``NovaEmbedder`` shares its constructor, model id and size checks, InvokeModel call (error
+translation, ``ModelGate`` and attempt hook) and vector checks with Titan through
+``providers.bedrock.embedders.BedrockEmbedderBase``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from media_enrichment.errors import ConfigError, ImageError
+from media_enrichment.errors import ImageError
 from media_enrichment.images import NOVA_EMBED_LIMITS, PreparedImage
-from media_enrichment.providers.base import Embedder
-from media_enrichment.providers.bedrock import (
-    _check,
-    _invoke_json,
-    _region_of,
-    embedding_vector,
-    install_gate_hook,
-)
-from media_enrichment.throttle import ModelGate
+from media_enrichment.providers.bedrock.embedders import BedrockEmbedderBase
 
 __all__ = [
     "DEFAULT_NOVA_MODEL",
     "INDEX_PURPOSE",
-    "NOVA_DIMS",
     "NOVA_SCHEMA_VERSION",
     "NOVA_TEXT_MAX_CHARS",
     "QUERY_PURPOSE",
@@ -62,8 +55,6 @@ __all__ = [
 
 DEFAULT_NOVA_MODEL = "amazon.nova-2-multimodal-embeddings-v1:0"
 NOVA_SCHEMA_VERSION = "nova-multimodal-embed-v1"
-#: ``embeddingDimension`` values the model accepts (its default, 3072, is never left implicit).
-NOVA_DIMS = (256, 384, 1024, 3072)
 #: Purpose of every stored image's vector.
 INDEX_PURPOSE = "GENERIC_INDEX"
 #: Purpose of every query vector: the index holds STANDARD_IMAGE image vectors only.
@@ -73,40 +64,18 @@ NOVA_TEXT_MAX_CHARS = 8192
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp"}
 
 
-class NovaEmbedder(Embedder):
+class NovaEmbedder(BedrockEmbedderBase):
     """Amazon Nova Multimodal Embeddings on Bedrock (InvokeModel, SINGLE_EMBEDDING)."""
 
+    model_name = "Amazon Nova Multimodal Embeddings"
+    default_model = DEFAULT_NOVA_MODEL
+    model_pattern = re.compile(r"^amazon\.nova-[a-z0-9.-]*multimodal-embeddings[a-z0-9.-]*(:\d+)?$")
+    max_text_chars = NOVA_TEXT_MAX_CHARS
     image_limits = NOVA_EMBED_LIMITS
-    dims = NOVA_DIMS
+    #: ``embeddingDimension`` values the model accepts (its default, 3072, is never left implicit).
+    dims = (256, 384, 1024, 3072)
     index_purpose = INDEX_PURPOSE
     query_purpose = QUERY_PURPOSE
-
-    def __init__(
-        self, client: Any, *, model_id: str = DEFAULT_NOVA_MODEL, dim: int = 1024, gate: ModelGate | None = None
-    ):
-        """Create an embedder.
-
-        Args:
-            client: a ``bedrock-runtime`` client; shared, thread-safe.
-            model_id: ``amazon.nova-2-multimodal-embeddings-v1:0`` (or a profile id / ARN of it);
-                stored as the dataset's ``embedding_model``.
-            dim: vector length, one of ``NOVA_DIMS`` (256, 384, 1024, 3072).
-            gate: rate and concurrency control for every call (default: none).
-
-        Raises:
-            ConfigError: not a Nova multimodal embeddings model id, or an unsupported dimension.
-        """
-        if not isinstance(model_id, str) or "nova" not in model_id or "multimodal-embeddings" not in model_id:
-            raise ConfigError(f"embedder model id {model_id!r} is not an Amazon Nova Multimodal Embeddings model")
-        if isinstance(dim, bool) or dim not in NOVA_DIMS:
-            raise ConfigError(f"embedding dim must be one of {NOVA_DIMS} for {model_id}, got {dim}")
-        self.client = client
-        self.model_id = model_id
-        self.dim = int(dim)
-        self.region = _region_of(client)
-        self.gate = gate
-        if gate is not None:
-            install_gate_hook(client)
 
     # -- request bodies (each is also a valid batch-inference ``modelInput``) ----------------
 
@@ -141,11 +110,10 @@ class NovaEmbedder(Embedder):
     # -- calls -------------------------------------------------------------------------------
 
     def _embed(self, body: dict[str, Any]) -> np.ndarray:
-        answer = _invoke_json(self.client, self.model_id, body, self.region, gate=self.gate)
+        answer = self._call(body)
         embeddings = answer.get("embeddings")
         first = embeddings[0] if isinstance(embeddings, list) and embeddings else None
-        embedding = first.get("embedding") if isinstance(first, dict) else None
-        return embedding_vector(embedding, answer, model_id=self.model_id, dim=self.dim)
+        return self._vector(first.get("embedding") if isinstance(first, dict) else None, answer)
 
     def embed_image(self, image: PreparedImage, *, text: str | None = None) -> np.ndarray:
         """Embed one stored image (``GENERIC_INDEX``).
@@ -166,7 +134,7 @@ class NovaEmbedder(Embedder):
         vector = self._embed(self.image_body(image, purpose=self.index_purpose))
         if not text or not text.strip():
             return vector
-        caption = self._embed(self.text_body(_checked_text(text), purpose=self.index_purpose))
+        caption = self._embed(self.text_body(self.checked_text(text), purpose=self.index_purpose))
         return _normalised_mean(vector, caption)
 
     def embed_query_image(self, image: PreparedImage) -> np.ndarray:
@@ -197,26 +165,7 @@ class NovaEmbedder(Embedder):
             ValueError: the text is empty or too long.
             RetryableProviderError, RejectedRequestError, FatalProviderError, InvalidResponseError.
         """
-        return self._embed(self.text_body(_checked_text(text), purpose=self.query_purpose))
-
-    def check_access(self) -> None:
-        """Embed a two-word text to prove the model is usable.
-
-        Raises:
-            FatalProviderError: access denied, unknown model, bad credentials, rejected request;
-                the message names the model id and region.
-            RetryableProviderError: throttled or unavailable right now.
-        """
-        _check(lambda: self.embed_text("access check"), self.model_id, self.region)
-
-
-def _checked_text(text: str) -> str:
-    if not text or not text.strip():
-        raise ValueError("cannot embed an empty text")
-    text = text.strip()
-    if len(text) > NOVA_TEXT_MAX_CHARS:
-        raise ValueError(f"Nova embeds texts of at most {NOVA_TEXT_MAX_CHARS} characters, got {len(text)}")
-    return text
+        return self._embed(self.text_body(self.checked_text(text), purpose=self.query_purpose))
 
 
 def _normalised_mean(*vectors: np.ndarray) -> np.ndarray:

@@ -1,13 +1,9 @@
-"""Text, image and "more like this" queries over the dataset's vectors.
+"""The dataset's vectors in memory, ranked by cosine similarity to a query vector.
 
 ``VectorIndex`` loads the assets table's vectors once into a float32 matrix whose rows are
 L2-normalised, so a query is one matrix-vector product (cosine similarity) followed by
 ``np.argpartition`` for the top k: no Python loop over rows at query time. Tag and keyword
-filters become a boolean mask (from an inverted index built on first use) before ranking.
-
-A query vector must come from the model that made the stored vectors: ``embedder_for`` builds
-that embedder from the stored model id, and ``search_text``/``search_image`` refuse an embedder
-whose model id or vector size differs from the index's.
+filters (``filters.RowFilter``) become a boolean mask before ranking.
 """
 
 from __future__ import annotations
@@ -15,22 +11,28 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from typing import TypedDict, Unpack
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
-from media_enrichment.errors import ConfigError, DatasetError
-from media_enrichment.providers.base import Embedder
+from media_enrichment.errors import DatasetError
+from media_enrichment.search.filters import RowFilter
+
+__all__ = ["INDEX_COLUMNS", "Hit", "QueryFilters", "VectorIndex"]
 
 #: Columns of the assets table an index loads.
 INDEX_COLUMNS = ["image_id", "title", "tags", "keywords", "embedding", "embedding_model", "embedding_dim"]
 
-#: Prefix of the local provider's model ids (``local/visual-embed-v1-1024``).
-LOCAL_PREFIX = "local/"
+
+class QueryFilters(TypedDict, total=False):
+    """The filters every query takes, applied before ranking (see ``VectorIndex.mask``)."""
+
+    tags: Iterable[str] | str | None  # only rows carrying all these tags (case-insensitive)
+    keywords: Iterable[str] | str | None  # only rows carrying all these keywords (whole keyword)
+    exclude: Iterable[str] | None  # image ids never returned
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,6 @@ def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
     if bad.any():
         raise DatasetError(f"{int(bad.sum())} stored vector(s) are all zeros or not finite; they cannot be searched")
     return (matrix / norms).astype(np.float32, copy=False)
-
-
-def _as_strings(values: Iterable[str] | str | None) -> list[str]:
-    if values is None:
-        return []
-    if isinstance(values, str):
-        values = [values]
-    return [v.strip().casefold() for v in values if v and v.strip()]
 
 
 class VectorIndex:
@@ -102,6 +96,7 @@ class VectorIndex:
         if not (len(self.titles) == len(self.tags) == len(self.keywords) == n):
             raise DatasetError("ids, vectors, titles, tags and keywords must have the same length")
         self._rows = {image_id: row for row, image_id in enumerate(ids.tolist())}
+        self._filter = RowFilter(self.tags, self.keywords)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -220,14 +215,6 @@ class VectorIndex:
         """The stored (unit-norm) vector of an image."""
         return self.matrix[self.row(image_id)]
 
-    @cached_property
-    def _tag_rows(self) -> dict[str, np.ndarray]:
-        return _inverted(self.tags)
-
-    @cached_property
-    def _keyword_rows(self) -> dict[str, np.ndarray]:
-        return _inverted(self.keywords)
-
     def mask(
         self,
         *,
@@ -240,38 +227,18 @@ class VectorIndex:
         Returns:
             A boolean array over rows, or None when there is nothing to filter.
         """
-        wanted_tags, wanted_keywords = _as_strings(tags), _as_strings(keywords)
         excluded = [self._rows[i] for i in (exclude or ()) if i in self._rows]
-        if not (wanted_tags or wanted_keywords or excluded):
-            return None
-        keep = np.ones(len(self), dtype=bool)
-        for lookup, wanted in ((self._tag_rows, wanted_tags), (self._keyword_rows, wanted_keywords)):
-            for value in wanted:
-                present = np.zeros(len(self), dtype=bool)
-                present[lookup.get(value, np.empty(0, dtype=np.int64))] = True
-                keep &= present
-        keep[excluded] = False
-        return keep
+        return self._filter.mask(tags=tags, keywords=keywords, exclude_rows=excluded)
 
     # -- queries -----------------------------------------------------------------------------
 
-    def search_vector(
-        self,
-        vector: np.ndarray,
-        *,
-        k: int = 10,
-        tags: Iterable[str] | str | None = None,
-        keywords: Iterable[str] | str | None = None,
-        exclude: Iterable[str] | None = None,
-    ) -> list[Hit]:
+    def search_vector(self, vector: np.ndarray, *, k: int = 10, **filters: Unpack[QueryFilters]) -> list[Hit]:
         """The k rows most similar (cosine) to a vector.
 
         Args:
             vector: a query vector of length ``dim`` (normalised here).
             k: how many hits at most.
-            tags: only rows carrying all these tags (case-insensitive).
-            keywords: only rows carrying all these keywords (case-insensitive, whole keyword).
-            exclude: image ids never returned.
+            filters: ``tags``, ``keywords``, ``exclude`` (see ``QueryFilters``).
 
         Returns:
             Hits, best first (ties broken by row order).
@@ -292,7 +259,7 @@ class VectorIndex:
         if not np.isfinite(norm) or norm == 0:
             raise DatasetError("the query vector is zero or not finite")
         scores = self.matrix @ (query / norm)
-        keep = self.mask(tags=tags, keywords=keywords, exclude=exclude)
+        keep = self.mask(**filters)
         rows = np.arange(len(self)) if keep is None else np.flatnonzero(keep)
         candidates = scores[rows]
         if k < len(rows):
@@ -310,174 +277,3 @@ class VectorIndex:
             keywords=tuple(self.keywords[row]),
         )
 
-
-def _inverted(values_per_row: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
-    """casefolded value -> sorted rows carrying it (built once, on the first filtered query)."""
-    lengths = np.fromiter((len(v) for v in values_per_row), dtype=np.int64, count=len(values_per_row))
-    rows = np.repeat(np.arange(len(values_per_row)), lengths)
-    flat = np.array([value.casefold() for values in values_per_row for value in values], dtype=object)
-    if flat.size == 0:
-        return {}
-    keys, inverse = np.unique(flat.astype(str), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(keys) + 1))
-    return {
-        str(key): np.unique(rows[order[bounds[i] : bounds[i + 1]]]) for i, key in enumerate(keys)
-    }
-
-
-# -- the query embedder -----------------------------------------------------------------------
-
-
-def provider_of(model_id: str) -> str:
-    """``local`` for the local provider's model ids (``local/...``), else ``bedrock``."""
-    return "local" if model_id.startswith(LOCAL_PREFIX) else "bedrock"
-
-
-def embedder_for(index: VectorIndex, settings: Settings, *, provider: str | None = None) -> Embedder:
-    """The embedder that makes query vectors comparable with the index's stored vectors.
-
-    The provider is inferred from the stored model id (``local/...`` is the local provider,
-    anything else Bedrock); model id and vector size are the stored ones, whatever
-    ``settings.embedder_model_id``/``embedding_dim`` say. AWS options come from ``settings``.
-
-    Args:
-        index: the index to query.
-        settings: settings for the provider's client (region, profile, retries).
-        provider: a provider the caller asked for; refused if it is not the dataset's.
-
-    Returns:
-        An embedder whose ``model_id`` and ``dim`` are the index's.
-
-    Raises:
-        ConfigError: the requested provider is not the one that made the vectors, or this
-            version of the library cannot make vectors of the stored model.
-    """
-    inferred = provider_of(index.embedding_model)
-    if provider is not None and provider != inferred:
-        raise ConfigError(
-            f"the dataset's vectors were made by {index.embedding_model!r} ({inferred} provider); "
-            f"queries embedded by the {provider} provider would not be comparable"
-        )
-    if inferred == "local":
-        from media_enrichment.providers.local import LOCAL_EMBEDDING_DIMS, LocalEmbedder
-
-        if index.dim not in LOCAL_EMBEDDING_DIMS:
-            raise ConfigError(f"the local embedder makes {LOCAL_EMBEDDING_DIMS} dims, the dataset has {index.dim}")
-        embedder: Embedder = LocalEmbedder(dim=index.dim)
-    else:
-        from media_enrichment.providers import build_providers
-        from media_enrichment.providers.embedders import bedrock_embedder_class
-
-        made_by = bedrock_embedder_class(index.embedding_model)  # ConfigError for a model we cannot call
-        if index.dim not in made_by.dims:
-            raise ConfigError(
-                f"{index.embedding_model} makes {', '.join(map(str, made_by.dims))} dims, the dataset has {index.dim}"
-            )
-        query_settings = settings.model_copy(
-            update={"provider": "bedrock", "embedder_model_id": index.embedding_model, "embedding_dim": index.dim}
-        )
-        embedder = build_providers(query_settings)[1]
-    check_embedder(index, embedder)
-    return embedder
-
-
-def check_embedder(index: VectorIndex, embedder: Embedder) -> None:
-    """Refuse an embedder whose vectors are not comparable with the index's.
-
-    Raises:
-        ConfigError: model id or vector size differs from the stored ones.
-    """
-    if embedder.model_id != index.embedding_model or int(embedder.dim) != index.dim:
-        raise ConfigError(
-            f"query embedder {embedder.model_id!r} ({embedder.dim} dims) does not match the dataset's "
-            f"vectors {index.embedding_model!r} ({index.dim} dims); use embedder_for(index, settings)"
-        )
-
-
-def search_text(
-    index: VectorIndex,
-    embedder: Embedder,
-    text: str,
-    *,
-    k: int = 10,
-    tags: Iterable[str] | str | None = None,
-    keywords: Iterable[str] | str | None = None,
-    exclude: Iterable[str] | None = None,
-) -> list[Hit]:
-    """Images closest to a text query.
-
-    Args:
-        index: the index.
-        embedder: the dataset's embedder (see ``embedder_for``).
-        text: the query; the local embedder understands colour words only.
-        k, tags, keywords, exclude: as ``VectorIndex.search_vector``.
-
-    Returns:
-        Hits, best first.
-
-    Raises:
-        ConfigError: the embedder is not the dataset's.
-        ValueError: an empty query.
-    """
-    if not text or not text.strip():
-        raise ValueError("the query text is empty")
-    check_embedder(index, embedder)
-    return index.search_vector(embedder.embed_text(text), k=k, tags=tags, keywords=keywords, exclude=exclude)
-
-
-def search_image(
-    index: VectorIndex,
-    embedder: Embedder,
-    data: bytes,
-    *,
-    k: int = 10,
-    tags: Iterable[str] | str | None = None,
-    keywords: Iterable[str] | str | None = None,
-    exclude: Iterable[str] | None = None,
-) -> list[Hit]:
-    """Images closest to an image file's bytes (prepared for the embedder's limits first).
-
-    Args:
-        index: the index.
-        embedder: the dataset's embedder (see ``embedder_for``).
-        data: the image file's bytes.
-        k, tags, keywords, exclude: as ``VectorIndex.search_vector``.
-
-    Returns:
-        Hits, best first.
-
-    Raises:
-        ConfigError: the embedder is not the dataset's.
-        ImageError: the bytes are not a usable image.
-    """
-    from media_enrichment.images import prepare_image
-
-    check_embedder(index, embedder)
-    vector = embedder.embed_query_image(prepare_image(data, embedder.image_limits))
-    return index.search_vector(vector, k=k, tags=tags, keywords=keywords, exclude=exclude)
-
-
-def similar(
-    index: VectorIndex,
-    image_id: str,
-    k: int = 10,
-    *,
-    tags: Iterable[str] | str | None = None,
-    keywords: Iterable[str] | str | None = None,
-) -> list[Hit]:
-    """Images closest to a stored image (the image itself excluded).
-
-    Args:
-        index: the index.
-        image_id: an image of the dataset.
-        k: how many hits at most.
-        tags, keywords: as ``VectorIndex.search_vector``.
-
-    Returns:
-        Hits, best first.
-
-    Raises:
-        DatasetError: the id is not in the dataset.
-    """
-    return index.search_vector(index.vector(image_id), k=k, tags=tags, keywords=keywords, exclude=[image_id])

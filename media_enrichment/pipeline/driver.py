@@ -1,0 +1,307 @@
+"""What a run does, in order, without orchestration: the driver an orchestrator calls step by step.
+
+    run = open_run(settings, source, run_id)     # services built once, dataset opened, prices read
+    catalog = run.load_catalog()
+    plan = run.plan(catalog)                      # dataset checked writable first; hash, skip done
+    run.check_access(plan)                        # one tiny call per model before any image
+    staged = [run.run_chunk(items) for items in run.chunks(plan)]   # or chunk tasks, in parallel
+    versions = run.commit(staged, plan)
+    summary = run.summary(plan, staged, versions)
+    run.close()
+
+Chunks may run elsewhere: a chunk task receives the run's ``ChunkJob`` (its settings and
+identity, all picklable) and calls ``run_chunk(job, items)``, which builds the run's services
+from the job once per process (``services_for``) and hands the same ones to every chunk of that
+run there. In the process that opened the run they are the run's own. What only the
+orchestrator can supply (a session of its credentials, shared rate limiters) is passed in: to
+``open_run`` directly, and to ``run_chunk`` as a factory called when a process builds services.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from media_enrichment.catalog import Catalog, load_catalog
+from media_enrichment.config import Settings
+from media_enrichment.cost import load_prices
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import ConfigError
+from media_enrichment.pipeline.commit import CommitVersions, commit_metadata, commit_run
+from media_enrichment.pipeline.execution import ChunkResult
+from media_enrichment.pipeline.plan import ModelVersions, Plan, WorkItem, plan_work, split_chunks
+from media_enrichment.pipeline.services import RunServices, ServiceInputs, build_services, open_dataset
+from media_enrichment.pipeline.staging import StagedChunk, chunk_key, find_staged, stage_chunk
+from media_enrichment.pipeline.summary import RunSummary
+
+#: Runs whose services a process keeps at once (a long-lived worker serves many runs).
+_KEEP = 4
+
+#: Supplies a process's ``ServiceInputs`` from the run's settings (called once per process and run).
+InputsFactory = Callable[[Settings], ServiceInputs]
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """One run's settings and identity: everything a chunk needs besides its images (picklable)."""
+
+    settings: Settings
+    run_id: str
+    versions: ModelVersions | None  # what the run planned with; a worker that would differ refuses
+    staging_dir: str  # a local folder or an s3:// prefix (Dataset.staging_dir)
+    reads_s3: bool  # the catalogue's images are on S3, so the reader needs a client
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha256(self.settings.model_dump_json().encode()).hexdigest()[:16]
+        return f"{self.run_id}:{digest}"
+
+
+_lock = threading.Lock()
+_services: OrderedDict[str, RunServices] = OrderedDict()
+
+
+def _keep(key: str, services: RunServices) -> None:
+    _services[key] = services
+    _services.move_to_end(key)
+    while len(_services) > _KEEP:
+        _services.popitem(last=False)
+
+
+def services_for(job: ChunkJob, *, inputs: InputsFactory | None = None) -> RunServices:
+    """This process's services for the job's run, built on first use (under a lock, so the
+    chunks of one process share one client and one set of gates).
+
+    Args:
+        job: the run's job.
+        inputs: supplies the orchestrator's session and limiters when this process builds the
+            services (not called when they exist already).
+
+    Raises:
+        ConfigError: this process would write other models or another prompt version than
+            the run planned with (e.g. a Dask worker with another prompt file).
+    """
+    key = job.key
+    with _lock:
+        found = _services.get(key)
+        if found is None:
+            given = inputs(job.settings) if inputs is not None else ServiceInputs()
+            found = build_services(
+                job.settings, run_id=job.run_id, staging_dir=job.staging_dir, reads_s3=job.reads_s3, inputs=given
+            )
+        _keep(key, found)
+    here = found.versions
+    if job.versions is not None and here != job.versions:
+        raise ConfigError(f"this worker would write {here.as_metadata()}, the run planned {job.versions.as_metadata()}")
+    return found
+
+
+def release_services(job: ChunkJob) -> None:
+    """Forget a finished run's services in this process."""
+    with _lock:
+        _services.pop(job.key, None)
+
+
+def worker_name() -> str:
+    """Where a chunk ran: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_chunk(job: ChunkJob, items: Sequence[WorkItem], *, inputs: InputsFactory | None = None) -> StagedChunk:
+    """Enrich one chunk and stage it, unless a complete staged entry of it exists already.
+
+    An entry staged by an earlier attempt, a run that died, or a run going on now is reused
+    without calling any model. A chunk interrupted in this process (an error while enriching
+    or staging) keeps what it had done: the next attempt here enriches only the rest, and
+    stages a finished result without calling a model again.
+
+    Args:
+        job: the run's job.
+        items: the chunk's images.
+        inputs: the orchestrator's inputs, for a process that builds the run's services.
+
+    Returns:
+        The staged chunk, with ``worker`` naming this process.
+
+    Raises:
+        FatalProviderError, CatalogAccessError: no image can succeed.
+        DatasetLocationError: the staging area cannot be written.
+        ConfigError: this process would write other versions than planned.
+    """
+    services = services_for(job, inputs=inputs)
+    options = services.storage_options
+    key = chunk_key(items, services.versions)
+    staged = find_staged(staging_dir=job.staging_dir, key=key, storage_options=options)
+    if staged is None:
+        partial = services.unstaged.setdefault(key, ChunkResult())
+        result = services.executor.enrich(items, result=partial)
+        staged = stage_chunk(result, staging_dir=job.staging_dir, key=key, run_id=job.run_id, storage_options=options)
+        services.unstaged.pop(key, None)
+    return dataclasses.replace(staged, worker=worker_name())
+
+
+class RunDriver:
+    """One run of the pipeline, step by step (see the module docstring); use ``open_run``."""
+
+    def __init__(
+        self, *, settings: Settings, source: str, job: ChunkJob, services: RunServices, dataset: Dataset,
+        prices: Mapping[str, Any], run_name: str | None, started: float,
+    ):
+        self.settings = settings
+        self.source = source
+        self.job = job
+        self.services = services
+        self.dataset = dataset
+        self.prices = prices
+        self.run_name = run_name
+        self.started = started
+
+    @property
+    def run_id(self) -> str:
+        return self.job.run_id
+
+    @property
+    def versions(self) -> ModelVersions:
+        """The models and prompt of this run's rows."""
+        assert self.job.versions is not None
+        return self.job.versions
+
+    def load_catalog(self) -> Catalog:
+        """Read and validate the catalogue (``limit`` and ``batch`` applied).
+
+        Raises:
+            CatalogError: the catalogue is missing, empty, malformed or refused.
+        """
+        return load_catalog(self.source, s3_client=self.services.s3, limit=self.settings.limit, batch=self.settings.batch)
+
+    def plan(self, catalog: Catalog) -> Plan:
+        """Check the dataset can be written, then hash the catalogue's images and keep those
+        whose stored row cannot be reused.
+
+        Raises:
+            DatasetLocationError: the dataset cannot be written there (before any image is read).
+            CatalogAccessError: the catalogue's storage refused a read.
+        """
+        self.dataset.check_writable()  # before any image is read or any model called
+        settings = self.settings
+        return plan_work(
+            catalog,
+            stored=self.dataset.fingerprints(),
+            failures=None if settings.retry_failures else self.dataset.read_failures(),
+            max_attempts=settings.max_failure_attempts,
+            versions=self.versions,
+            read=self.services.read,
+            run_id=self.run_id,
+            force=settings.force,
+            default_batch=settings.batch or catalog.default_batch,
+        )
+
+    def check_access(self, plan: Plan) -> None:
+        """One tiny call per model, so that a run no image could succeed in stops before the
+        catalogue is attempted (nothing is sent when the plan has nothing to enrich).
+
+        Raises:
+            FatalProviderError: access denied, unknown or retired model, refused parameters.
+        """
+        if plan.items:
+            self.services.describer.check_access()
+            self.services.embedder.check_access()
+
+    def chunks(self, plan: Plan) -> list[list[WorkItem]]:
+        """The plan's work in chunks of ``chunk_size`` images."""
+        return split_chunks(plan.items, self.settings.chunk_size)
+
+    def run_chunk(self, items: Sequence[WorkItem]) -> StagedChunk:
+        """Enrich and stage one chunk in this process (``run_chunk`` with this run's job)."""
+        return run_chunk(self.job, items)
+
+    def commit(self, staged: Sequence[StagedChunk], plan: Plan) -> CommitVersions:
+        """Commit the staged chunks (in parts of ``commit_rows`` rows) and the failure rows.
+
+        Returns:
+            The versions written (both None when there was nothing to write).
+        """
+        if not staged and not plan.failures:
+            return CommitVersions()
+        metadata = commit_metadata(
+            run_id=self.run_id, run_name=self.run_name, versions=self.versions, plan=plan, source=self.source,
+            staged=staged,
+        )
+        return commit_run(
+            self.dataset, staged, plan_failures=plan.failures, metadata=metadata, commit_rows=self.settings.commit_rows
+        )
+
+    def summary(
+        self, plan: Plan, staged: Sequence[StagedChunk], commit: CommitVersions, *, task_runner: str | None = None
+    ) -> RunSummary:
+        """The run's summary: counts, tokens, cost, versions, rate control, retry budget, settings."""
+        return RunSummary.of_run(
+            run_id=self.run_id, source=self.source, dataset=self.settings.dataset, plan=plan,
+            chunks=len(self.chunks(plan)), staged=staged, commit=commit, versions=self.versions, prices=self.prices,
+            duration_s=time.perf_counter() - self.started, task_runner=task_runner,
+            rate_control=self.services.rate_control(), settings=self.settings.model_dump(mode="json"),
+            retries=self.services.retries.as_dict(),
+        )
+
+    def close(self) -> None:
+        """Forget the run's services in this process."""
+        release_services(self.job)
+
+    def __enter__(self) -> RunDriver:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def open_run(
+    settings: Settings,
+    source: str,
+    run_id: str,
+    *,
+    session: Any = None,
+    limiters: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+) -> RunDriver:
+    """Open a run: read the price table, build its services once, open its dataset.
+
+    Args:
+        settings: the run's settings (already resolved: given values, environment, defaults).
+        source: the catalogue (manifest, folder or ``s3://`` prefix).
+        run_id: the run's id, on every row and commit.
+        session: a boto3 session for the run's AWS clients and writers (the orchestrator's
+            credentials); None: boto3's standard chain.
+        limiters: rate limiters shared across runs and workers (see ``ServiceInputs``).
+        run_name: a readable name for the commits' metadata (``flow_run_name``).
+
+    Returns:
+        The run's driver; close it (or use it as a context manager) when the run ends.
+
+    Raises:
+        ConfigError: a bad price file, profile, model id or prompt file: before any model call.
+    """
+    started = time.perf_counter()
+    prices = load_prices(settings.price_file)  # a bad price file stops the run before it pays
+    job = ChunkJob(
+        settings=settings, run_id=run_id, versions=None, staging_dir=Dataset(settings.dataset).staging_dir,
+        reads_s3=source.startswith("s3://"),
+    )
+    services = build_services(
+        settings, run_id=run_id, staging_dir=job.staging_dir, reads_s3=job.reads_s3,
+        inputs=ServiceInputs(session=session, limiters=limiters),
+    )
+    with _lock:  # the chunks this process runs share these
+        _keep(job.key, services)
+    job = dataclasses.replace(job, versions=services.versions)
+    return RunDriver(
+        settings=settings, source=source, job=job, services=services, dataset=open_dataset(settings, services),
+        prices=prices, run_name=run_name, started=started,
+    )

@@ -1,0 +1,83 @@
+"""One InvokeModel call: through the model's gate, errors translated, the JSON answer decoded.
+
+Every Bedrock model call of the describer and the embedders goes through ``invoke_json``, so
+the rate control (``ModelGate`` and the attempt hook), the error translation and the checks on
+the answer's body are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from media_enrichment.errors import InvalidResponseError
+from media_enrichment.providers.bedrock.errors import translate_error
+from media_enrichment.providers.bedrock.hooks import reporting_to
+from media_enrichment.ratecontrol import ModelGate
+
+__all__ = ["invoke_json", "region_of"]
+
+
+def region_of(client: Any) -> str | None:
+    """The region of a boto3 client (``None`` if it has none)."""
+    meta = getattr(client, "meta", None)
+    return getattr(meta, "region_name", None)
+
+
+def _send(client: Any, model_id: str, payload: bytes) -> bytes:
+    response = client.invoke_model(modelId=model_id, body=payload, contentType="application/json", accept="application/json")
+    return response["body"].read()
+
+
+def invoke_json(
+    client: Any,
+    model_id: str,
+    body: dict[str, Any],
+    region: str | None,
+    *,
+    gate: ModelGate | None = None,
+    tokens: int = 0,
+) -> dict[str, Any]:
+    """Send one InvokeModel request with a JSON body and return the decoded answer.
+
+    Args:
+        client: the ``bedrock-runtime`` client.
+        model_id: the model, profile id or ARN called.
+        body: the request body (serialised compactly).
+        region: the client's region (named in errors).
+        gate: the model's gate: the call holds a slot, a request and ``tokens`` from it, and the
+            hook reports every attempt to it (``None``: no rate control).
+        tokens: the call's estimated input tokens, taken from the gate's token budget.
+
+    Returns:
+        The answer, a JSON object.
+
+    Raises:
+        RetryableProviderError, RejectedRequestError, FatalProviderError: from ``translate_error``.
+        InvalidResponseError: the body is not a JSON object (``raw`` holds it).
+    """
+    payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    try:
+        if gate is None:
+            raw = _send(client, model_id, payload)
+        else:
+            with gate.call(tokens=tokens), reporting_to(gate):
+                raw = _send(client, model_id, payload)
+    except (ClientError, BotoCoreError) as exc:
+        raise translate_error(exc, model_id=model_id, region=region) from exc
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        raise InvalidResponseError(
+            f"Bedrock returned a body that is not JSON for model {model_id!r}", code="UnparseableBody", raw=text
+        ) from None
+    if not isinstance(answer, dict):
+        raise InvalidResponseError(
+            f"Bedrock returned JSON that is not an object for model {model_id!r}",
+            code="UnparseableBody",
+            raw=json.dumps(answer),
+        )
+    return answer

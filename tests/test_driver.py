@@ -1,0 +1,135 @@
+"""The library's run driver, without Prefect: plan, run chunks, stage, commit, summary.
+
+Only the network is faked: the real boto3 client against the Bedrock-compatible server on loopback.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from media_enrichment.catalog import read_bytes
+from media_enrichment.config import Settings
+from media_enrichment.dataset import Dataset
+from media_enrichment.errors import DatasetLocationError
+from media_enrichment.pipeline.driver import open_run, run_chunk
+from media_enrichment.pipeline.execution import ChunkEnricher, ChunkResult, Executor
+from media_enrichment.pipeline.plan import WorkItem, sha256_hex
+from media_enrichment.pipeline.summary import RunSummary
+from media_enrichment.providers import build_providers
+from media_enrichment.testing import BedrockServer
+
+CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
+TITAN = "amazon.titan-embed-image-v1"
+
+
+@pytest.fixture
+def bedrock(aws_env):
+    with BedrockServer() as server:
+        for key, value in server.env().items():
+            aws_env.setenv(key, value)
+        yield server
+
+
+def _catalog(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "catalog.csv"
+    with manifest.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["image_id", "path"])
+        for i in range(count):
+            Image.new("RGB", (64, 48), (20 * i, 90, 250 - 20 * i)).save(folder / f"{i}.png")
+            writer.writerow([f"img{i}", f"{i}.png"])
+    return manifest
+
+
+def _claude_requests(server: BedrockServer) -> int:
+    return server.counters.requests[CLAUDE]
+
+
+def test_a_run_through_the_driver_alone(bedrock, tmp_path):
+    manifest = _catalog(tmp_path / "cat", 5)
+    settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), chunk_size=2, embedding_dim=256, commit_rows=3)
+    with open_run(settings, str(manifest), "run-1", run_name="first") as run:
+        plan = run.plan(run.load_catalog())
+        assert len(plan.items) == 5 and plan.batch == "catalog"
+        run.check_access(plan)
+        chunks = run.chunks(plan)
+        staged = [run.run_chunk(items) for items in chunks]
+        versions = run.commit(staged, plan)
+        summary = run.summary(plan, staged, versions, task_runner="inline")
+
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert summary.enriched == 5 and summary.failed == 0 and summary.chunks == 3 and summary.task_runner == "inline"
+    assert summary.enrichment_model == CLAUDE and summary.embedding_model == TITAN and summary.embedding_dim == 256
+    assert summary.input_tokens > 0 and summary.estimated_cost_usd > 0
+    assert summary.assets_version == 1, "chunks of 2, 2, 1 rows at most 3 per commit: parts of 2 and 3 rows"
+    store = Dataset(tmp_path / "ds")
+    history = {h["part"]: h for h in store.history()}
+    assert {p: int(h["part_enriched"]) for p, h in history.items()} == {"1/2": 2, "2/2": 3}
+    assert {h["flow_run_name"] for h in history.values()} == {"first"}
+    assert sorted(store.read_assets()["image_id"]) == [f"img{i}" for i in range(5)]
+    assert not list((tmp_path / "ds" / "_staging").glob("*.parquet")), "committed chunks leave the staging area"
+    # The flow's return value is the summary as data, and reads back as the same summary.
+    assert RunSummary.from_dict(summary.as_dict()) == summary
+    assert summary.as_dict()["retries"]["requests_per_call"] == 4 * 3
+
+    calls = _claude_requests(bedrock)
+    with open_run(settings, str(manifest), "run-2") as run:
+        plan = run.plan(run.load_catalog())
+        run.check_access(plan)
+        again = run.summary(plan, [], run.commit([], plan))
+    assert plan.reused == 5 and not plan.items and again.enriched == 0 and again.assets_version is None
+    assert _claude_requests(bedrock) == calls, "nothing to enrich: not even an access check"
+
+
+def test_a_chunk_whose_staging_failed_is_staged_later_without_calling_a_model(bedrock, tmp_path):
+    manifest = _catalog(tmp_path / "cat", 3)
+    settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), embedding_dim=256)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the staging area's parent should be")
+    with open_run(settings, str(manifest), "run-1") as run:
+        items = run.plan(run.load_catalog()).items
+        job = dataclasses.replace(run.job, staging_dir=str(blocked / "staging"))  # the same run's job
+        with pytest.raises(DatasetLocationError):
+            run_chunk(job, items)
+        calls = bedrock.counters.total
+        assert _claude_requests(bedrock) == 3, "the chunk was enriched before its staging failed"
+
+        blocked.unlink()  # the location is fixed; the chunk is tried again in this process
+        staged = run_chunk(job, items)
+    assert staged.enriched == 3 and Path(staged.assets_path).is_file()
+    assert bedrock.counters.total == calls, "the second attempt staged the first one's result"
+
+
+def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(bedrock, tmp_path):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 30), (60 * i, 30, 200)).save(paths[-1])
+    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+    broken = {str(paths[2])}
+
+    def read(uri: str) -> bytes:  # the storage drops one connection, once
+        if uri in broken:
+            broken.discard(uri)
+            raise ConnectionResetError("connection reset by peer")
+        return read_bytes(uri)
+
+    describer, embedder = build_providers(Settings(provider="bedrock", embedding_dim=256))
+    executor = ChunkEnricher(describer=describer, embedder=embedder, read=read, run_id="r")
+    assert isinstance(executor, Executor)
+    result = ChunkResult()
+    with pytest.raises(ConnectionResetError):
+        executor.enrich(items, result=result)
+    assert [r["image_id"] for r in result.rows] == ["0", "1"], "rows are kept as they are made"
+
+    executor.enrich(items, result=result)
+    assert sorted(r["image_id"] for r in result.rows) == ["0", "1", "2", "3"] and not result.failures
+    billed = bedrock.counters.billed_images
+    assert sum(n for (model, _), n in billed.items() if model == CLAUDE) == 4
+    assert max(billed.values()) == 1, "no image was described or embedded twice"
