@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (~2 minutes)")
     parser.add_argument(
         "--driver", choices=("flow", "chunks"), default="flow",
-        help="comparisons 1-2: the real Prefect flow (default) or ChunkEnricher driven by a thread pool of chunks",
+        help="comparisons 1-2: the real Prefect flow (default), or the library's run driver (open_run, run_chunk, commit) over a thread pool of chunks, without Prefect",
     )
     parser.add_argument("--only", default="1,2,3,4", help="comparisons to run, e.g. 1,3")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")

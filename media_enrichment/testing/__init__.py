@@ -14,7 +14,18 @@ library's providers, so it checks them rather than mirrors them. Its modules:
 * ``control_plane``: ``GetFoundationModel`` and model lifecycles.
 """
 
-from media_enrichment.testing.bedrock_server import BedrockServer
+from typing import Any
+
 from media_enrichment.testing.faults import Counters, FaultPlan, RequestRecord
 
 __all__ = ["BedrockServer", "Counters", "FaultPlan", "RequestRecord"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so that ``python -m media_enrichment.testing.bedrock_server`` runs the
+    # module once, as the program, without runpy's "found in sys.modules" warning.
+    if name == "BedrockServer":
+        from media_enrichment.testing.bedrock_server import BedrockServer
+
+        return BedrockServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
