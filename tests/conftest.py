@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 
 
 #: Fixtures that start a Prefect server, a run or other processes: a test using one is ``slow``.
-_SLOW_FIXTURES = {"prefect_harness", "prefect_server", "enriched_sample", "sample_index"}
+_SLOW_FIXTURES = {"prefect_harness", "prefect_server", "cli", "enriched_sample", "sample_index"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -143,3 +143,27 @@ def prefect_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+
+
+@pytest.fixture
+def cli(prefect_server):
+    """Runs ``media-enrich`` (``python -m media_enrichment_prefect.cli``) in a subprocess against
+    the session's Prefect server, so no run migrates a temporary server's fresh database.
+
+    ``cli(*args, cwd, timeout=600, **env)``: the environment is the test's at call time without
+    any ``PREFECT_*`` variable (the autouse fixture cleared the developer's ``MEDIA_ENRICH_*``, so
+    those present were set by the test), plus ``PREFECT_API_URL``, ``COLUMNS=200`` and ``env``.
+    """
+    import subprocess
+    import sys
+
+    def run(*args: str, cwd, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        full.update(PREFECT_API_URL=prefect_server, COLUMNS="200")
+        full.update(env)  # the test's overrides win, COLUMNS too
+        return subprocess.run(
+            [sys.executable, "-m", "media_enrichment_prefect.cli", *args],
+            cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout,
+        )
+
+    return run

@@ -4,10 +4,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from media_enrichment_prefect.flows.enrich import enrich_catalog
@@ -60,23 +56,14 @@ def test_every_client_takes_the_region_in_one_order(no_region, tmp_path, env, co
     assert spec.name.startswith(f"bedrock:{expected}:")
 
 
-def test_no_region_at_all_is_one_clear_error(no_region, tmp_path, sample_manifest):
+def test_no_region_at_all_is_one_clear_error(cli, no_region, tmp_path, sample_manifest):
     settings = build_settings({"provider": "bedrock"})
     assert resolve_region() is None
     with pytest.raises(ConfigError, match="no AWS region for Bedrock: set MEDIA_ENRICH_AWS_REGION, AWS_REGION"):
         bedrock_runtime_client(make_session(profile=None, region=None), settings=settings)
-    done = _cli("run", str(sample_manifest), "--provider", "bedrock", cwd=tmp_path, timeout=120)
+    done = cli("run", str(sample_manifest), "--provider", "bedrock", cwd=tmp_path, timeout=120)
     assert done.returncode == 1 and "no AWS region for Bedrock: set AWS_REGION" in done.stdout, done.stdout
     assert "Traceback" not in done.stdout + done.stderr and not (tmp_path / ".prefect").exists()
-
-
-def _cli(*args: str, cwd, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(COLUMNS="200", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
-    return subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture
@@ -92,10 +79,10 @@ def _regions(server: BedrockServer) -> set[str]:
     return {credential.split("/")[1] for credential in server.counters.credentials}
 
 
-def test_cli_run_on_bedrock_with_only_aws_region(bedrock, no_region, sample_manifest, tmp_path):
+def test_cli_run_on_bedrock_with_only_aws_region(cli, bedrock, no_region, sample_manifest, tmp_path):
     """The README's Bedrock example: region only in AWS_REGION, the default model, a catalogue enriched."""
     no_region.setenv("AWS_REGION", "us-east-1")
-    done = _cli("run", str(sample_manifest), "--provider", "bedrock", "--dataset", "ds", "--limit", "3", cwd=tmp_path)
+    done = cli("run", str(sample_manifest), "--provider", "bedrock", "--dataset", "ds", "--limit", "3", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = Dataset(str(tmp_path / "ds")).read_assets()
     assert len(rows) == 3 and set(rows["enrichment_model"]) == {"us.anthropic.claude-haiku-4-5-20251001-v1:0"}

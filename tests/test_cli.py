@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real subprocesses, a fresh Prefect home."""
+"""The command line as a user runs it: real subprocesses, against the session's Prefect server
+(``cli``); the start-up budget test starts Prefect's own temporary server on a fresh home."""
 
 from __future__ import annotations
 
@@ -10,23 +11,14 @@ import sys
 
 import pandas as pd
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
 
 from media_enrichment.schema import ASSETS_SCHEMA
 
 
-def _cli(*args: str, cwd, timeout: float = 600, columns: int = 200, **env_extra: str) -> subprocess.CompletedProcess:
-    # No PREFECT_* variable: the CLI's own defaults apply (a fresh home, its start-up budget).
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
-    env.update(COLUMNS=str(columns), **env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def test_demo_then_show_history_export(tmp_path):
-    demo = _cli("demo", cwd=tmp_path)
+def test_demo_then_show_history_export(cli, tmp_path):
+    demo = cli("demo", cwd=tmp_path)
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output
     assert "enriched" in demo.stdout and "assets_version" in demo.stdout
@@ -44,26 +36,26 @@ def test_demo_then_show_history_export(tmp_path):
     posters = frame[frame["image_id"].str.startswith("poster")]
     assert any("SUMMER" in " ".join(texts) for texts in posters["ocr_texts"])
 
-    history = _cli("history", cwd=tmp_path)
+    history = cli("history", cwd=tmp_path)
     assert history.returncode == 0 and "WRITE" in history.stdout and "local/" in history.stdout
 
-    show = _cli("show", "--limit", "3", "--version", "0", cwd=tmp_path)
+    show = cli("show", "--limit", "3", "--version", "0", cwd=tmp_path)
     assert show.returncode == 0 and "abstract-01" in show.stdout
 
-    export = _cli("export", "--csv", "out/export.csv", cwd=tmp_path)
+    export = cli("export", "--csv", "out/export.csv", cwd=tmp_path)
     assert export.returncode == 0, export.stdout + export.stderr
     exported = pd.read_csv(tmp_path / "out" / "export.csv")
     assert list(exported.columns) == [
         "image_id", "path", "title", "description", "keywords", "tags", "ocr_texts", "embeddings",
     ]
     assert len(exported) == len(frame)
-    again = _cli("export", "--csv", "out/export.csv", cwd=tmp_path)
+    again = cli("export", "--csv", "out/export.csv", cwd=tmp_path)
     assert again.returncode == 1 and "--overwrite" in again.stdout
 
 
-def test_malformed_manifest_fails_fast_with_a_clear_message(tmp_path):
+def test_malformed_manifest_fails_fast_with_a_clear_message(cli, tmp_path):
     (tmp_path / "m.csv").write_text("image_id,file\na,a.png\n")
-    result = _cli("run", "m.csv", cwd=tmp_path, timeout=120)
+    result = cli("run", "m.csv", cwd=tmp_path, timeout=120)
     assert result.returncode == 1
     assert "lacks column(s) path" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -94,9 +86,16 @@ def test_prefect_gets_a_startup_budget_unless_the_user_set_one(monkeypatch, tmp_
     assert Settings().server.ephemeral.startup_timeout_seconds == 45
 
 
+@pytest.mark.slow  # starts the CLI, and Prefect's temporary server on a fresh home
 def test_a_prefect_server_that_does_not_come_up_in_time_is_one_line_saying_what_to_do(tmp_path):
-    # The user's budget is kept, and 0 s is too short for any server to answer.
-    result = _cli("demo", cwd=tmp_path, timeout=300, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    # No PREFECT_API_URL (no PREFECT_* at all): the CLI starts Prefect's temporary server. The
+    # user's budget is kept, and 0 s is too short for any server to answer.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(COLUMNS="200", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    result = subprocess.run(
+        [sys.executable, "-m", "media_enrichment_prefect.cli", "demo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "Traceback" not in output
@@ -106,7 +105,7 @@ def test_a_prefect_server_that_does_not_come_up_in_time_is_one_line_saying_what_
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in errors[0] and "PREFECT_API_URL" in errors[0]
 
 
-def test_history_fits_80_columns_and_each_part_shows_its_own_count(prefect_harness, sample_manifest, tmp_path, monkeypatch):
+def test_history_fits_80_columns_and_each_part_shows_its_own_count(cli, prefect_harness, sample_manifest, tmp_path, monkeypatch):
     from media_enrichment_prefect.flows.enrich import enrich_catalog
     from media_enrichment.dataset import Dataset
 
@@ -118,7 +117,7 @@ def test_history_fits_80_columns_and_each_part_shows_its_own_count(prefect_harne
     assert {p: int(h["part_enriched"]) for p, h in parts.items()} == {"1/3": 4, "2/3": 4, "3/3": 2}
     assert {int(h["enriched"]) for h in parts.values()} == {10}, "each part still carries the run's count"
 
-    result = _cli("history", "-d", root, cwd=tmp_path, timeout=120, columns=80)
+    result = cli("history", "-d", root, cwd=tmp_path, timeout=120, COLUMNS="80")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, result.stdout

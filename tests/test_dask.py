@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -126,23 +124,15 @@ def test_services_are_built_once_per_run_and_check_the_planned_versions(tmp_path
         release_services(job)
 
 
-def _cli(*args: str, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
-    env.update(COLUMNS="200", **env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-
-
-def test_cli_runs_chunks_on_dask_and_refuses_unshared_limits(sample_manifest, tmp_path):
-    refused = _cli(
+def test_cli_runs_chunks_on_dask_and_refuses_unshared_limits(cli, sample_manifest, tmp_path):
+    refused = cli(
         "run", str(sample_manifest), "--dataset", str(tmp_path / "refused"), "--provider", "bedrock",
         "--task-runner", "dask", cwd=tmp_path, MEDIA_ENRICH_DESCRIBER_RPM="100",
     )
     assert refused.returncode == 1 and "SHARED_RATE_LIMITS" in refused.stdout, refused.stdout + refused.stderr
     assert not (tmp_path / "refused").exists()
 
-    done = _cli(
+    done = cli(
         "run", str(sample_manifest), "--dataset", str(tmp_path / "ds"), "--limit", "8", "--chunk-size", "4",
         "--embedding-dim", "256", "--task-runner", "dask", "--dask-workers", "2", cwd=tmp_path,
     )

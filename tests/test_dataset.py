@@ -192,6 +192,7 @@ def _retained_mib(env: dict) -> float:
     return float(out.stdout.strip())
 
 
+@pytest.mark.slow  # starts Python processes
 def test_delta_rs_returns_a_commits_memory_unless_the_user_chose_otherwise():
     """delta-rs's jemalloc keeps freed pages for 10 s by default; importing media_enrichment
     (before deltalake) makes it hand them back at once, and keeps a value the user set."""

@@ -43,14 +43,7 @@ def _get(url: str) -> dict | None:
         return None
 
 
-def _cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], env=env, cwd=cwd, capture_output=True, text=True,
-        timeout=300,
-    )
-
-
-def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest, tmp_path):
+def test_served_schedule_and_idempotent_backfill(cli, prefect_server, sample_manifest, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
     dataset = tmp_path / "ds"
@@ -79,11 +72,11 @@ def test_served_schedule_and_idempotent_backfill(prefect_server, sample_manifest
         assert schedule["cron"] == "0 2 * * *" and schedule["timezone"] == "Europe/Paris"
         assert nightly["parameters"]["dataset"] == str(dataset)
 
-        first = _cli("backfill", str(tmp_path / "batches.csv"), "-b", "b1", "-b", "b2", "-d", str(dataset), env=env, cwd=tmp_path)
+        first = cli("backfill", str(tmp_path / "batches.csv"), "-b", "b1", "-b", "b2", "-d", str(dataset), cwd=tmp_path, timeout=300)
         assert first.returncode == 0, first.stdout + first.stderr
         run_ids = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", first.stdout)
         assert len(run_ids) == 2
-        again = _cli("backfill", str(tmp_path / "batches.csv"), "-b", "b1", "-b", "b2", "-d", str(dataset), env=env, cwd=tmp_path)
+        again = cli("backfill", str(tmp_path / "batches.csv"), "-b", "b1", "-b", "b2", "-d", str(dataset), cwd=tmp_path, timeout=300)
         assert sorted(re.findall(r"[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}", again.stdout)) == sorted(run_ids)
 
         deadline = time.monotonic() + 240
@@ -112,13 +105,13 @@ def test_deployed_to_a_process_work_pool_and_run_by_a_worker(prefect_server, sam
     env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
     prefect = [sys.executable, "-m", "prefect"]
 
-    def cli(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
+    def prefect_cli(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
         done = subprocess.run([*prefect, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
-    cli("work-pool", "create", "media-enrichment", "--type", "process", "--overwrite")
-    cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "backfill")
+    prefect_cli("work-pool", "create", "media-enrichment", "--type", "process", "--overwrite")
+    prefect_cli("--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "backfill")
     deployment = _get(f"{prefect_server}/deployments/name/enrich-catalog/backfill")
     assert deployment["work_pool_name"] == "media-enrichment" and deployment["work_queue_name"] == "backfill"
 
@@ -131,7 +124,7 @@ def test_deployed_to_a_process_work_pool_and_run_by_a_worker(prefect_server, sam
     )
     dataset = tmp_path / "ds"
     try:
-        run = cli(
+        run = prefect_cli(
             "deployment", "run", "enrich-catalog/backfill", "--param", f"source={sample_manifest}",
             "--param", f"dataset={dataset}", "--param", "limit=8", "--param", "batch=pool",
             "--watch", "--watch-timeout", "300", cwd=tmp_path, timeout=360,

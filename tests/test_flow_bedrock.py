@@ -3,9 +3,6 @@ server on loopback (only the network is faked)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pandas as pd
@@ -106,13 +103,10 @@ def test_access_denied_stops_before_the_catalogue(monkeypatch, sample_manifest, 
     assert Dataset(str(tmp_path / "ds")).version() is None
 
 
-def test_cli_run_with_bedrock_provider(bedrock, sample_manifest, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["COLUMNS"] = "200"
-    result = subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--provider", "bedrock",
-         "--dataset", str(tmp_path / "ds"), "--embedding-dim", "256", "--limit", "10"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+def test_cli_run_with_bedrock_provider(cli, bedrock, sample_manifest, tmp_path):
+    result = cli(
+        "run", str(sample_manifest), "--provider", "bedrock", "--dataset", str(tmp_path / "ds"), "--embedding-dim", "256",
+        "--limit", "10", cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert CLAUDE in result.stdout

@@ -9,9 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
 
 import boto3
 import numpy as np
@@ -351,31 +348,19 @@ def test_flow_with_nova_then_search_and_a_refused_mismatch(server, sample_manife
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_cli_run_with_nova_then_search(server, sample_manifest, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        COLUMNS="200",
-        PREFECT_HOME=str(tmp_path / "prefect-home"),
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        DO_NOT_TRACK="1",
-        MEDIA_ENRICH_EMBEDDER_MODEL_ID=NOVA,
-    )
+def test_cli_run_with_nova_then_search(cli, server, sample_manifest, tmp_path):
     dataset = str(tmp_path / "ds")
-    cli = [sys.executable, "-m", "media_enrichment_prefect.cli"]
-    run = subprocess.run(
-        [*cli, "run", str(sample_manifest), "--provider", "bedrock", "--dataset", dataset,
-         "--embedding-dim", "3072", "--limit", "6"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    run = cli(
+        "run", str(sample_manifest), "--provider", "bedrock", "--dataset", dataset, "--embedding-dim", "3072",
+        "--limit", "6", cwd=tmp_path, MEDIA_ENRICH_EMBEDDER_MODEL_ID=NOVA,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert NOVA in run.stdout
     rows = Dataset(dataset).read_assets()
     assert len(rows) == 6 and set(rows["embedding_dim"]) == {3072} and set(rows["embedding_model"]) == {NOVA}
     colour = rows["title"].iloc[0].split()[1]
-    found = subprocess.run(
-        [*cli, "search", colour, "--dataset", dataset, "-k", "3"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    found = cli(
+        "search", colour, "--dataset", dataset, "-k", "3", cwd=tmp_path, timeout=300, MEDIA_ENRICH_EMBEDDER_MODEL_ID=NOVA,
     )
     assert found.returncode == 0, found.stdout + found.stderr
     assert NOVA in found.stdout, "the hits are titled with the dataset's embedding model"

@@ -14,8 +14,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -349,33 +347,16 @@ def test_a_flow_parameter_beats_the_variable(trial):
 # -- the command line --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory) -> Path:
-    """One Prefect home for this module's CLI runs (its database is migrated once)."""
-    return tmp_path_factory.mktemp("cli-prefect-home")
-
-
-def _cli(*args: str, cwd: Path, home: Path | None = None, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    full.update(COLUMNS="200", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", **env)
-    if home is not None:
-        full["PREFECT_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", *args], cwd=cwd, env=full, capture_output=True, text=True,
-        timeout=timeout,
-    )
-
-
 def _summary_value(stdout: str, key: str) -> str:
     found = re.search(rf"│\s*{key}\s*│\s*(\S+)", stdout)
     assert found, stdout
     return found.group(1)
 
 
-def test_cli_run_takes_the_variable_and_a_flag_beats_one(sample_manifest, tmp_path, prefect_home):
-    done = _cli(
+def test_cli_run_takes_the_variable_and_a_flag_beats_one(cli, sample_manifest, tmp_path):
+    done = cli(
         "run", str(sample_manifest), "--dataset", "ds", "--limit", "4", "--embedding-dim", "256",
-        cwd=tmp_path, home=prefect_home, MEDIA_ENRICH_CHUNK_SIZE="3", MEDIA_ENRICH_EMBEDDING_DIM="384",
+        cwd=tmp_path, MEDIA_ENRICH_CHUNK_SIZE="3", MEDIA_ENRICH_EMBEDDING_DIM="384",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert _summary_value(done.stdout, "chunks") == str(math.ceil(4 / 3)), "MEDIA_ENRICH_CHUNK_SIZE=3 was used"
@@ -393,37 +374,37 @@ def test_cli_run_takes_the_variable_and_a_flag_beats_one(sample_manifest, tmp_pa
         (("--provider", "bedrok"), {}, "--provider: must be 'local' or 'bedrock' (got bedrok)"),
     ],
 )
-def test_cli_refuses_a_bad_value_in_one_line_before_prefect_starts(sample_manifest, tmp_path, args, env, expected):
-    done = _cli("run", str(sample_manifest), *args, cwd=tmp_path, timeout=120, **env)
+def test_cli_refuses_a_bad_value_in_one_line_before_prefect_starts(cli, sample_manifest, tmp_path, args, env, expected):
+    done = cli("run", str(sample_manifest), *args, cwd=tmp_path, timeout=120, **env)
     assert done.returncode == 1
     assert expected in done.stdout and len(done.stdout.strip().splitlines()) == 1, done.stdout
     assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / ".prefect").exists() and not (tmp_path / "data").exists(), "Prefect never started"
 
 
-def test_backfill_refuses_batches_the_manifest_does_not_label(sample_manifest, tmp_path):
-    unlabelled = _cli("backfill", str(sample_manifest), "--batch", "2026-11-01", cwd=tmp_path, timeout=120)
+def test_backfill_refuses_batches_the_manifest_does_not_label(cli, sample_manifest, tmp_path):
+    unlabelled = cli("backfill", str(sample_manifest), "--batch", "2026-11-01", cwd=tmp_path, timeout=120)
     assert unlabelled.returncode == 1 and "the manifest has no 'batch' column" in unlabelled.stdout, unlabelled.stdout
     frame = pd.read_csv(sample_manifest, dtype=str, keep_default_na=False).head(4)
     frame["path"] = [str(sample_manifest.parent / p) for p in frame["path"]]
     frame["batch"] = ["b1", "b1", "b2", "b2"]
     frame.to_csv(tmp_path / "batched.csv", index=False)
-    unknown = _cli("backfill", "batched.csv", "-b", "b1", "-b", "b3", cwd=tmp_path, timeout=120)
+    unknown = cli("backfill", "batched.csv", "-b", "b1", "-b", "b3", cwd=tmp_path, timeout=120)
     assert unknown.returncode == 1 and "no rows of batch(es) b3" in unknown.stdout and "b1, b2" in unknown.stdout
-    folder = _cli("backfill", str(sample_manifest.parent), "-b", "b1", cwd=tmp_path, timeout=120)
+    folder = cli("backfill", str(sample_manifest.parent), "-b", "b1", cwd=tmp_path, timeout=120)
     assert folder.returncode == 1 and "{batch}" in folder.stdout
     for done in (unlabelled, unknown, folder):
         assert "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / ".prefect" / "prefect.db").exists(), "refused before Prefect's server started"
 
 
-def test_run_with_a_batch_no_row_has_is_an_error(sample_manifest, tmp_path):
+def test_run_with_a_batch_no_row_has_is_an_error(cli, sample_manifest, tmp_path):
     (tmp_path / "batched.csv").write_text(f"image_id,path,batch\na,{sample_manifest.parent / 'x.png'},b1\n")
-    done = _cli("run", "batched.csv", "--batch", "b9", cwd=tmp_path, timeout=120)
+    done = cli("run", "batched.csv", "--batch", "b9", cwd=tmp_path, timeout=120)
     assert done.returncode == 1 and "no rows of batch 'b9'" in done.stdout and "b1" in done.stdout
 
 
-def test_serve_checks_its_file_before_serving(tmp_path):
+def test_serve_checks_its_file_before_serving(cli, tmp_path):
     (tmp_path / "bad-param.yaml").write_text(
         "deployments:\n  - name: n\n    entrypoint: media_enrichment_prefect/flows/enrich.py:enrich_catalog\n"
         "    parameters: {source: a.csv, embedding_dim: 123}\n"
@@ -437,10 +418,10 @@ def test_serve_checks_its_file_before_serving(tmp_path):
         "bad-yaml.yaml": "is not valid YAML",
     }
     for name, expected in cases.items():
-        done = _cli("serve", "--file", name, cwd=tmp_path, timeout=120)
+        done = cli("serve", "--file", name, cwd=tmp_path, timeout=120)
         assert done.returncode == 1 and expected in done.stdout, (name, done.stdout, done.stderr)
         assert "Traceback" not in done.stdout + done.stderr
-    env_bad = _cli("serve", cwd=tmp_path, timeout=120, MEDIA_ENRICH_EMBEDDING_DIM="7")
+    env_bad = cli("serve", cwd=tmp_path, timeout=120, MEDIA_ENRICH_EMBEDDING_DIM="7")
     assert env_bad.returncode == 1 and "MEDIA_ENRICH_EMBEDDING_DIM: must be" in env_bad.stdout, env_bad.stdout
 
 

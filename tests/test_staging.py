@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -29,44 +27,27 @@ from media_enrichment.pipeline.staging import (
 )
 
 
-def _cli_env(home: Path) -> dict[str, str]:
-    """A CLI subprocess's environment: its own Prefect home (two temporary servers on one
-    SQLite file lock each other up), and time for a fresh home's migrations."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MEDIA_ENRICH_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120", COLUMNS="200")
-    return env
-
-
 def _summary_value(output: str, name: str) -> str:
     match = re.search(rf"│ {name}\s+│ (\S+)", output)
     assert match, f"no {name} in the run's summary:\n{output}"
     return match.group(1)
 
 
-def test_two_cli_runs_at_once_on_a_new_dataset(sample_manifest, tmp_path):
+def test_two_cli_runs_at_once_on_a_new_dataset(cli, sample_manifest, tmp_path):
     """Both stage the same chunks (same images, same models); one commits and removes its files
-    while the other may still be using them. Both succeed, every image is stored once."""
+    while the other may still be using them. Both succeed, every image is stored once. Both runs
+    report to the one Prefect server, as two users' runs would."""
     dataset = tmp_path / "ds"
     count = 16
-    command = [
-        sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--dataset", str(dataset),
+    args = (
+        "run", str(sample_manifest), "--dataset", str(dataset),
         "--limit", str(count), "--chunk-size", "2", "--concurrency", "2", "--embedding-dim", "256",
-    ]
-    runs = [
-        subprocess.Popen(
-            command, cwd=tmp_path, env=_cli_env(tmp_path / f"prefect-{name}"),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for name in ("a", "b")
-    ]
-    outputs = []
-    for process in runs:
-        try:
-            outputs.append(process.communicate(timeout=900)[0])
-        finally:
-            process.kill()
-    for process, output in zip(runs, outputs):
-        assert process.returncode == 0, output
+    )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = list(pool.map(lambda _: cli(*args, cwd=tmp_path, timeout=900), range(2)))
+    outputs = [run.stdout + run.stderr for run in runs]
+    for run, output in zip(runs, outputs):
+        assert run.returncode == 0, output
 
     # Each run planned all of them, so neither started after the other had committed: they raced.
     for output in outputs:
@@ -177,12 +158,9 @@ def test_a_dataset_path_that_is_a_file_is_refused_before_any_chunk(sample_manife
     assert not (tmp_path / "new").exists(), "the check creates nothing"
 
 
-def test_the_cli_refuses_a_file_as_dataset_in_one_line(sample_manifest, tmp_path):
+def test_the_cli_refuses_a_file_as_dataset_in_one_line(cli, sample_manifest, tmp_path):
     (tmp_path / "taken").write_text("x")
-    result = subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--dataset", "taken", "--limit", "2"],
-        cwd=tmp_path, env=_cli_env(tmp_path / ".prefect"), capture_output=True, text=True, timeout=600,
-    )
+    result = cli("run", str(sample_manifest), "--dataset", "taken", "--limit", "2", cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     errors = [line for line in output.splitlines() if "error" in line.lower()]

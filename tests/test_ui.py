@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 
@@ -28,17 +26,12 @@ def _visible(page, text: str, timeout: float = 30_000) -> None:
     page.get_by_text(text).locator("visible=true").first.wait_for(timeout=timeout)
 
 
-def test_run_and_artifacts_are_shown_in_the_ui(prefect_server, sample_manifest, tmp_path):
+def test_run_and_artifacts_are_shown_in_the_ui(cli, prefect_server, sample_manifest, tmp_path):
     from playwright.sync_api import sync_playwright
 
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: `make test` installs Debian's chromium"
     dataset = str(tmp_path / "ds")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=prefect_server, PREFECT_HOME=str(tmp_path / "home"), COLUMNS="200")
-    run = subprocess.run(
-        [sys.executable, "-m", "media_enrichment_prefect.cli", "run", str(sample_manifest), "--dataset", dataset, "--limit", "4"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    run = cli("run", str(sample_manifest), "--dataset", dataset, "--limit", "4", cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     run_id = re.search(r"run_id\s+│\s+([0-9a-f-]{36})", run.stdout).group(1)
     ui = prefect_server.removesuffix("/api")
