@@ -405,6 +405,7 @@ OUTCOME = {
 }
 
 
+@pytest.mark.slow  # 3-6 s a fault: botocore's real back-off against the server
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_injected_faults_end_in_a_result_or_the_right_error(bedrock, fault):
     error_class, bound, embed_too = FAULTS[fault]

@@ -372,10 +372,10 @@ def test_unknown_routes_and_health(server):
 
 @pytest.mark.slow  # starts a Python process
 def test_the_fake_imports_nothing_of_the_library_it_fakes():
-    code = "import json, sys, media_enrichment.testing; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, media_enrichment.testing.bedrock_server; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     loaded = [m for m in loaded if m.startswith("media_enrichment.")]
-    assert "media_enrichment.testing.bedrock_server" in loaded
+    assert {"media_enrichment.testing.bedrock_server", "media_enrichment.testing.claude", "media_enrichment.testing.nova"} <= set(loaded)
     assert [m for m in loaded if not m.startswith("media_enrichment.testing")] == []
 
 

@@ -259,6 +259,7 @@ def _client(**overrides):
     return bedrock_runtime_client(make_session(profile=None, region=None), settings=Settings(**values))
 
 
+@pytest.mark.slow  # runs at a real quota for several seconds
 def test_a_gate_just_under_the_quota_avoids_the_throttling_an_ungated_client_meets(aws_env):
     # 1200 rpm enforced over a sliding 2 s window: at most 40 requests in any 2 seconds.
     plan = FaultPlan(rpm_quota=1200, quota_window_s=2.0)
