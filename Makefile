@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/pytest
 
-# The inner loop: everything that needs no Prefect server and starts no process (under a minute).
+# The inner loop: everything that needs no Prefect server and starts no process (~80 s on 2 cores).
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow" -q
 
