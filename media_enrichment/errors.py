@@ -8,7 +8,9 @@ How the pipeline treats each kind:
 * ``DatasetLocationError``: the dataset cannot be written there (a file, no permission, no
   bucket, access denied); the run stops before any model call, never retried.
 * ``ImageError``: one image cannot be used (unreadable, undecodable, too large); it becomes a
-  failure row and the run goes on.
+  failure row and the run goes on. Two kinds are refused before a byte is read:
+  ``PathNotAllowedError`` (the manifest names something outside the allowed roots, or not a
+  regular file) and ``ImageTooLargeError`` (over ``max_image_bytes``).
 * ``RetryableProviderError``: throttling, 5xx, timeouts; retried with backoff, then a failure row.
 * ``InvalidResponseError``: the model answered something that could not be turned into metadata.
 * ``RejectedRequestError``: the service refused this one request (validation); a failure row,
@@ -37,6 +39,17 @@ class CatalogAccessError(CatalogError):
 
 class ImageError(EnrichmentError):
     """One image cannot be read, decoded or brought within a model's limits."""
+
+
+class PathNotAllowedError(ImageError):
+    """A catalogue row names something that is not read: outside the allowed roots (``..``, an
+    absolute path elsewhere, a symlink leaving them, another bucket or prefix), or not a regular
+    file (a directory, a FIFO, a device). Refused before anything is opened or read."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image file is larger than ``max_image_bytes``: refused before reading, or as soon as
+    reading passes the limit (a file that grows)."""
 
 
 class ProviderError(EnrichmentError):

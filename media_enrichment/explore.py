@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from media_enrichment.schema import clean_line
 from media_enrichment.search import VectorIndex
 
 #: Cosine similarity at or above which two images count as near-duplicates (see the module doc).
@@ -273,7 +274,8 @@ def near_duplicate_groups(
 
 
 def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    # A title is model output: control characters and escape sequences go (see schema.clean_text).
+    return clean_line(text).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def duplicates_report(

@@ -85,3 +85,48 @@ def test_batch_selects_a_manifests_rows(tmp_path):
     assert list(load_catalog(tmp_path / "m.csv", batch="2026-11-02").frame["image_id"]) == ["b"]
     with pytest.raises(CatalogError, match="no rows of batch"):
         load_catalog(tmp_path / "m.csv", batch="1999-01-01")
+
+
+# -- bounds on a manifest, and what read_bytes refuses -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("image_id,path," + ",".join(f"c{i}" for i in range(300)) + "\n", "302 columns, over the cap of 256"),
+        ("image_id,path,notes\na,a.png," + "n" * 70_000 + "\n", "column 'notes' has a cell of 70,000 characters on line 2"),
+        ("image_id,path\na," + "p" * 70_000 + "\n", "column 'path' has a cell of 70,000 characters"),
+        ("image_id,path\nx,a.png,extra\n", "its rows have more fields than its header"),
+        (
+            "image_id,path," + ",".join(f"c{i}" for i in range(5)) + "\na,a.png," + ",".join(["v" * 20_000] * 5) + "\n",
+            "the extra columns of line 2 make 100,",
+        ),
+        ("image_id,path\na,a.png\nb,\udcff.png\n", "could not be read"),  # not UTF-8
+    ],
+)
+def test_absurd_manifests_are_refused_with_a_clear_error(tmp_path, content, message):
+    (tmp_path / "m.csv").write_bytes(content.encode("utf-8", errors="surrogateescape"))
+    with pytest.raises(CatalogError, match=__import__("re").escape(message)):
+        load_catalog(tmp_path / "m.csv")
+
+
+def test_attributes_json_counts_escapes(tmp_path):
+    # 20,000 characters that JSON writes as \uXXXX: under the cell cap, over the attributes cap.
+    (tmp_path / "m.csv").write_text("image_id,path,notes\na,a.png," + "é" * 20_000 + "\n", encoding="utf-8")
+    with pytest.raises(CatalogError, match="120,[0-9]{3} bytes of attributes JSON"):
+        load_catalog(tmp_path / "m.csv")
+
+
+def test_read_bytes_refuses_what_is_not_a_regular_file(tmp_path):
+    import os
+
+    from media_enrichment.errors import PathNotAllowedError
+
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "dir.png").mkdir()
+    with pytest.raises(PathNotAllowedError, match="a FIFO, not a regular file"):
+        read_bytes(str(tmp_path / "fifo.png"))  # would block forever if opened for reading
+    with pytest.raises(PathNotAllowedError, match="a directory"):
+        read_bytes(str(tmp_path / "dir.png"))
+    with pytest.raises(CatalogError, match="a FIFO"):  # a manifest's read: the catalogue's error type
+        read_bytes(str(tmp_path / "fifo.png"), error=CatalogError)

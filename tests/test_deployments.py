@@ -56,14 +56,21 @@ def test_served_schedule_and_idempotent_backfill(cli, prefect_server, sample_man
         [sys.executable, "-m", "media_enrichment_prefect.cli", "serve", "--file", str(REPO / "deployments" / "prefect.yaml"),
          "--dataset", str(dataset)],
         # What the deployments leave out, their runs take from the serving process's environment.
-        env={**env, "MEDIA_ENRICH_EMBEDDING_DIM": "256"}, cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"),
+        # batches.csv (in tmp_path) points into the sample's folder: a root the runs must be allowed to read.
+        env={**env, "MEDIA_ENRICH_EMBEDDING_DIM": "256", "MEDIA_ENRICH_ALLOWED_ROOTS": str(sample_manifest.parent)},
+        cwd=tmp_path, stdout=open(tmp_path / "serve.log", "w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
         names = ("enrich-catalog/nightly", "enrich-catalog/backfill", "backfill-catalog/backfill-launcher")
-        while any(_get(f"{prefect_server}/deployments/name/{name}") is None for name in names):
+
+        def registered_here(name: str) -> bool:  # by this serve process (another test may have served them before)
+            found = _get(f"{prefect_server}/deployments/name/{name}")
+            return found is not None and found["parameters"].get("dataset") == str(dataset)
+
+        while not all(registered_here(name) for name in names):
             assert served.poll() is None, (tmp_path / "serve.log").read_text()
             assert time.monotonic() < deadline, "the deployments were not registered"
             time.sleep(0.5)

@@ -2,7 +2,8 @@
 
 ``FaultPlan`` draws, from one seeded generator, at most one fault per request: a transport
 fault (429 throttling or model not ready, 503, 500, 408 model timeout, or a stall longer than a
-read timeout) for any model, or an answer fault (malformed, truncated, refused) for Claude; it
+read timeout) for any model, or an answer fault (malformed, truncated, refused, hostile) for
+Claude; it
 also holds the added latency and a requests-per-minute quota, which ``Quota`` enforces over a
 sliding window per model id. ``Counters`` record every request (a ``RequestRecord``) per model,
 outcome, image hash and credential. All of it is thread-safe.
@@ -39,6 +40,7 @@ _ANSWER_FAULTS = (
     ("malformed_rate", "malformed"),
     ("truncated_rate", "truncated"),
     ("refusal_rate", "refusal"),
+    ("hostile_rate", "hostile"),
 )
 #: Answer fault (``FaultPlan`` field) -> the outcome a request with it is counted under.
 ANSWER_OUTCOMES = dict(_ANSWER_FAULTS)
@@ -50,7 +52,7 @@ class FaultPlan:
 
     Rates are probabilities per request and are mutually exclusive (one draw per request picks
     at most one fault), so they must sum to at most 1. Transport faults apply to every model;
-    answer faults (malformed, truncated, refusal) only to Claude.
+    answer faults (malformed, truncated, refusal, hostile) only to Claude.
     """
 
     seed: int = 0
@@ -68,6 +70,9 @@ class FaultPlan:
     malformed_rate: float = 0.0  # text answer: prose around JSON, code fence, trailing comma, broken JSON
     truncated_rate: float = 0.0  # stop_reason max_tokens with a cut answer
     refusal_rate: float = 0.0  # a refusal instead of metadata
+    #: A hostile answer: 100 KB texts, 10,000 keywords, escape sequences and control characters,
+    #: markup, extra keys, nested junk, and (a third of the time) another tool's name.
+    hostile_rate: float = 0.0
     #: Whether answer faults also hit corrective follow-up turns (requests with >1 message).
     faults_on_followups: bool = True
     #: Requests per minute allowed per model id (429 ThrottlingException beyond); None = no quota.
@@ -171,7 +176,7 @@ class Counters:
     """What the server received, thread-safe. Read after the calls, or use ``snapshot()``."""
 
     #: Outcomes that return an answer, which the real service bills.
-    BILLED = frozenset({"ok", "malformed", "truncated", "refusal", "stalled"})
+    BILLED = frozenset({"ok", "malformed", "truncated", "refusal", "hostile", "stalled"})
 
     def __init__(self, log_size: int = 10_000):
         self._lock = threading.Lock()

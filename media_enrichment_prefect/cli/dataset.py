@@ -11,12 +11,14 @@ from typing import Annotated, Any, Optional
 import typer
 import typer.core
 from rich.table import Table
+from rich.text import Text
 
 from media_enrichment.errors import DatasetError, EnrichmentError
 from media_enrichment_prefect.cli.app import DEFAULT_DATASET, DatasetOpt, _fail, app, console
 
 def _print_rows(dataset: str, *, limit: int, version: int | None) -> None:
     from media_enrichment.dataset import Dataset
+    from media_enrichment.schema import clean_line
 
     columns = ["image_id", "title", "tags", "ocr_texts", "embedding_dim"]
     # assets_table, not read_assets: a mistyped --dataset is an error, not an empty table
@@ -25,7 +27,12 @@ def _print_rows(dataset: str, *, limit: int, version: int | None) -> None:
     for column in columns:
         table.add_column(column, overflow="fold")
     for record in frame.to_dict("records"):
-        table.add_row(*[", ".join(v) if hasattr(v, "__len__") and not isinstance(v, str) else str(v) for v in record.values()])
+        # Cleaned again for the terminal: rows written before answers were cleaned may hold escapes.
+        # Text cells: a title holding "[bold]" is shown as written, not as Rich markup.
+        table.add_row(*[
+            Text(clean_line(", ".join(map(str, v)) if hasattr(v, "__len__") and not isinstance(v, str) else str(v)))
+            for v in record.values()
+        ])
     console.print(table)
 
 

@@ -69,7 +69,7 @@ def invoke_json(
         raise translate_error(exc, model_id=model_id, region=region) from exc
     try:
         answer = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's parser goes
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         raise InvalidResponseError(
             f"Bedrock returned a body that is not JSON for model {model_id!r}", code="UnparseableBody", raw=text
