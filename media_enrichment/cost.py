@@ -90,6 +90,32 @@ DEFAULT_PRICES.update(
 )
 
 
+#: Bedrock batch inference is priced at 50% of on-demand for the models it serves (AWS, "Capacity,
+#: Limits, and Cost Optimization", https://docs.aws.amazon.com/bedrock/latest/userguide/capacity-limits-cost-optimization.html:
+#: "Batch ... 50% cost savings vs on-demand"; the pricing page, https://aws.amazon.com/bedrock/pricing/,
+#: lists each model's batch column). Batch prices are keys ``batch:<model prefix>`` of the same table
+#: (a price file may set them too); a model without one has no batch estimate.
+BATCH_PREFIX = "batch:"
+BATCH_DISCOUNT = 0.5
+_BATCH_PRICED = ("anthropic.claude-haiku-4-5", "amazon.titan-embed-image-v1")
+
+
+def _half(price: ModelPrice) -> ModelPrice:
+    return ModelPrice(
+        round(price.input_per_mtok * BATCH_DISCOUNT, 6), round(price.output_per_mtok * BATCH_DISCOUNT, 6),
+        round(price.per_image * BATCH_DISCOUNT, 9),
+    )
+
+
+DEFAULT_PRICES.update(
+    {
+        BATCH_PREFIX + key: _half(price)
+        for key, price in list(DEFAULT_PRICES.items())
+        if any(key.endswith(model) or key == model for model in _BATCH_PRICED)
+    }
+)
+
+
 def load_prices(path: Path | None = None) -> dict[str, ModelPrice]:
     """The default price table, updated with the entries of a JSON file.
 
@@ -143,13 +169,26 @@ def price_for(model_id: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | N
     return None
 
 
+def batch_price_for(model_id: str, prices: Mapping[str, ModelPrice]) -> ModelPrice | None:
+    """The batch inference price of a model (the table's ``batch:`` keys, matched as ``price_for``
+    matches), or None when the table has none (no local model has one: it costs nothing anyway)."""
+    if model_id.startswith("local/"):
+        return ModelPrice()
+    batch = {key[len(BATCH_PREFIX) :]: price for key, price in prices.items() if key.startswith(BATCH_PREFIX)}
+    return price_for(model_id, batch)
+
+
 def run_cost(
     *, enrichment_model: str, embedding_model: str, input_tokens: int, output_tokens: int, images: int,
-    prices: Mapping[str, ModelPrice],
+    prices: Mapping[str, ModelPrice], batch: bool = False,
 ) -> float | None:
-    """Estimated USD of a run's calls, or None when a model's price is unknown."""
-    describe = price_for(enrichment_model, prices)
-    embed = price_for(embedding_model, prices)
+    """Estimated USD of a run's calls, or None when a model's price is unknown.
+
+    ``batch``: at the models' batch inference prices (``batch_price_for``) instead of on-demand.
+    """
+    lookup = batch_price_for if batch else price_for
+    describe = lookup(enrichment_model, prices)
+    embed = lookup(embedding_model, prices)
     if describe is None or embed is None:
         return None
     return describe.cost(input_tokens=input_tokens, output_tokens=output_tokens) + embed.cost(images=images)
@@ -165,6 +204,8 @@ class CatalogEstimate:
     prompt_tokens: int
     output_tokens: int
     cost_usd: float | None
+    #: The same work through Bedrock batch inference (None: no batch price for a model).
+    batch_cost_usd: float | None = None
 
     @property
     def input_tokens(self) -> int:
@@ -211,11 +252,11 @@ def estimate_catalog(
     images = len(good)
     prompt = images * prompt_tokens_per_image
     output = images * output_tokens_per_image
-    cost = run_cost(
-        enrichment_model=enrichment_model, embedding_model=embedding_model,
-        input_tokens=sum(good) + prompt, output_tokens=output, images=images, prices=prices,
-    )
+    work = {
+        "enrichment_model": enrichment_model, "embedding_model": embedding_model, "input_tokens": sum(good) + prompt,
+        "output_tokens": output, "images": images, "prices": prices,
+    }
     return CatalogEstimate(
         images=images, unreadable=len(counted) - images, image_tokens=sum(good),
-        prompt_tokens=prompt, output_tokens=output, cost_usd=cost,
+        prompt_tokens=prompt, output_tokens=output, cost_usd=run_cost(**work), batch_cost_usd=run_cost(**work, batch=True),
     )

@@ -47,6 +47,15 @@ def summary_markdown(summary: RunSummary, *, heatmap_uri: str | None = None) -> 
         if isinstance(value, float) and key == "estimated_cost_usd":
             value = f"{value:.4f}"
         lines.append(f"| {label} | {'-' if value is None else value} |")
+    if summary.batch_jobs or summary.invocation != "on-demand":
+        # Batch inference: its cost beside what the same work costs on demand.
+        for label, key in (
+            ("Invocation", "invocation"), ("Batch jobs", "batch_jobs"), ("Described by batch jobs", "batch_images"),
+            ("Batch work finished on demand", "batch_on_demand"), ("Batch cost (USD)", "batch_cost_usd"),
+            ("Same work on demand (USD)", "batch_on_demand_cost_usd"),
+        ):
+            value = getattr(summary, key)
+            lines.append(f"| {label} | {'-' if value is None else (f'{value:.4f}' if isinstance(value, float) else value)} |")
     if heatmap_uri:
         lines += ["", f"Similarity heatmap: [{heatmap_uri}]({heatmap_uri})"]
     return "\n".join(lines) + "\n"

@@ -184,6 +184,31 @@ def read_parquet(
         return pq.read_table(path, columns=columns, schema=schema, filesystem=fs)
 
 
+def write_bytes(location: str | Path, data: bytes, *, options: Options = None) -> None:
+    """Write a small file whole (locally: a temporary file, then a rename; on S3: one upload)."""
+    with _fatal_errors_translated(location):
+        if is_remote(location):
+            fs, path = _resolve(location, options)
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+            return
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{location}.{uuid.uuid4().hex}.tmp"
+        try:
+            Path(tmp).write_bytes(data)
+            os.replace(tmp, location)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def read_bytes(location: str | Path, *, options: Options = None) -> bytes:
+    """A small file's content (``FileNotFoundError`` when it is gone)."""
+    fs, path = _resolve(location, options)
+    with _fatal_errors_translated(location), fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def delete(location: str | Path, *, options: Options = None) -> None:
     """Delete a file; a missing one is not an error."""
     fs, path = _resolve(location, options)

@@ -28,7 +28,7 @@ from media_enrichment.pipeline.execution import ChunkEnricher
 from media_enrichment.pipeline.plan import WorkItem, sha256_hex
 from media_enrichment.prompts import load_prompt, prompt_version
 from media_enrichment.providers.bedrock import build_bedrock_providers
-from media_enrichment.providers.bedrock.answers import extract_json_object, parse_claude_answer
+from media_enrichment.providers.bedrock.answers import TOOL_NAME, extract_json_object, parse_claude_answer
 from media_enrichment.providers.bedrock.describer import BedrockDescriber
 from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 from media_enrichment.providers.bedrock.errors import fix_line, translate_error
@@ -209,7 +209,7 @@ def test_build_shares_one_client_configured_from_settings(bedrock):
 def test_endpoint_comes_from_boto3_configuration_only(aws_env):
     client = bedrock_runtime_client(make_session(profile=None, region="eu-west-1"), settings=settings())
     assert client.meta.endpoint_url == "https://bedrock-runtime.eu-west-1.amazonaws.com"
-    assert client.meta.config.max_pool_connections == 10
+    assert client.meta.config.max_pool_connections == 64  # a describe and an embed per slot of both windows (32 each)
     with pytest.raises(ConfigError):
         make_session(profile="no-such-profile", region=None)
 
@@ -509,9 +509,14 @@ def test_refusal_gets_a_corrective_turn(bedrock):
 
 def test_parse_claude_answer_cases():
     good = {"title": "Red door", "description": "A red door.", "keywords": ["door"], "tags": ["Architecture"]}
-    tool = {"content": [{"type": "tool_use", "id": "t", "name": "x", "input": good}], "stop_reason": "tool_use"}
+    tool = {"content": [{"type": "tool_use", "id": "t", "name": TOOL_NAME, "input": good}], "stop_reason": "tool_use"}
     parsed = parse_claude_answer(tool)
     assert parsed.metadata and parsed.metadata.tags == ["architecture"] and parsed.metadata.ocr_texts == []
+
+    # Only the forced tool's input is metadata: a call of another tool is unusable (corrective turn).
+    other = {"content": [{"type": "tool_use", "id": "t", "name": "x", "input": good}], "stop_reason": "tool_use"}
+    wrong = parse_claude_answer(other)
+    assert wrong.metadata is None and wrong.kind == "wrong_tool" and "'x'" in wrong.problem
 
     fenced = "Sure!\n```json\n" + json.dumps(good, indent=1) + "\n```\nAnything else?"
     assert parse_claude_answer({"content": [{"type": "text", "text": fenced}], "stop_reason": "end_turn"}).metadata

@@ -135,6 +135,40 @@ def test_claude_answers_a_forced_tool_with_usage(server):
     assert server.counters.billed_images[(CLAUDE, hashlib.sha256(data).hexdigest())] == 1
 
 
+
+def test_hostile_answers_are_huge_laced_nested_deterministic_and_counted(aws_env):
+    def answers(seed: int) -> tuple[list[dict], list[str], dict]:
+        with BedrockServer(max_lifetime=60, faults=FaultPlan(seed=seed, hostile_rate=1.0)) as srv:
+            aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+            bedrock = client()
+            got = [invoke(bedrock, CLAUDE, claude_body(encode(colour=(20 * i, 30, 40)))) for i in range(6)]
+            return got, [r.detail for r in srv.counters.log], srv.counters.snapshot()
+
+    first, details, snapshot = answers(9)
+    again, details_again, _ = answers(9)
+    assert details == details_again and all(d.startswith("hostile:") for d in details)
+    strip = lambda a: [{k: v for k, v in b.items() if k != "id"} for b in a["content"]]
+    assert [strip(a) for a in first] == [strip(a) for a in again], "deterministic from the plan's seed"
+    assert snapshot["outcomes"] == {"hostile": 6} and len(snapshot["billed_images"]) == 6
+    for answer in first:
+        assert answer["stop_reason"] == "tool_use" and answer["usage"]["output_tokens"] <= 512
+        tool = next(b for b in answer["content"] if b["type"] == "tool_use")
+        data = tool["input"]
+        if isinstance(data["title"], str):
+            assert len(data["title"]) >= 100_000 and "\x00" in data["title"]
+        assert len(data["description"]) >= 100_000 and len(data["keywords"]) >= 10_000
+        assert "\x1b[2J" in data["keywords"] and any(isinstance(k, (dict, list)) for k in data["keywords"])
+        assert any(isinstance(t, (dict, list)) for t in data["tags"])
+        assert {"image_id", "run_id", "deep"} <= set(data)  # keys the schema does not have
+        depth, value = 0, data["deep"]
+        while isinstance(value, (dict, list)):
+            value = value["deep"] if isinstance(value, dict) else value[0]
+            depth += 1
+        assert depth == 200
+    names = {next(b for b in a["content"] if b["type"] == "tool_use")["name"] for a in first + answers(3)[0]}
+    assert "meta" in names and names - {"meta"}, "some hostile answers name another tool"
+
+
 def test_claude_validation_like_the_service(server):
     bedrock = client()
     png = encode()

@@ -8,7 +8,9 @@ errors the way Bedrock does, so botocore parses them (JSON ``{"message": ...}`` 
 models (404), denied ones (403), retired Claude versions (404, end of life) and Claude 4.x base
 ids called without an inference profile (400). Answers are deterministic from the image bytes
 (``content``); faults, latency and a quota come from a seeded ``FaultPlan`` and ``Counters``
-record every request (``faults``). Point the real boto3 client at it with
+record every request (``faults``). Batch inference jobs (``CreateModelInvocationJob`` and
+its siblings, on the control plane; input and output on S3) are ``BedrockServer.batch``
+(``batch.BatchJobs``). Point the real boto3 client at it with
 ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME=server.endpoint_url`` (see ``BedrockServer.env``).
 
     with BedrockServer(faults=FaultPlan(throttle_rate=0.2, seed=1)) as server:
@@ -36,15 +38,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from media_enrichment.testing.batch import BatchJobs, BatchPlan
 from media_enrichment.testing.claude import END_OF_LIFE_MESSAGE, RETIRED_MODELS, handle_claude, require_profile
 from media_enrichment.testing.content import FactsCache
-from media_enrichment.testing.control_plane import foundation_model, lifecycle_fields
+from media_enrichment.testing.control_plane import ControlPlaneHandler, foundation_model, lifecycle_fields
 from media_enrichment.testing.errors import ServiceError, access_denied, unknown_operation, validation
 from media_enrichment.testing.faults import Counters, FaultPlan, Quota, RequestRecord
 from media_enrichment.testing.models import KNOWN_MODELS, base_model, family
 from media_enrichment.testing.nova import handle_nova
 from media_enrichment.testing.titan import handle_titan
-from media_enrichment.testing.wire import COUNTERS_PATH, RESET_PATH, HTTPServer, RequestHandler
+from media_enrichment.testing.wire import COUNTERS_PATH, RESET_PATH, HTTPServer
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ class BedrockServer:
         retired_models: Iterable[str] = RETIRED_MODELS,
         legacy_models: Mapping[str, str] | None = None,
         control_plane_denied: bool = False,
+        batch_plan: BatchPlan | None = None,
+        s3_client: Any = None,
     ):
         """Create (not start) a server.
 
@@ -102,6 +107,9 @@ class BedrockServer:
                 ``GetFoundationModel`` reports as ``LEGACY``.
             control_plane_denied: refuse ``GetFoundationModel`` with 403 AccessDeniedException
                 (a caller without ``bedrock:GetFoundationModel``).
+            batch_plan: how batch jobs run (timing, quotas, faults; default ``BatchPlan()``).
+            s3_client: the S3 client batch jobs read and write with (default: one from the
+                server process's environment, e.g. ``AWS_ENDPOINT_URL_S3``, made on first use).
         """
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"BedrockServer binds loopback only, not {host!r}")
@@ -127,6 +135,7 @@ class BedrockServer:
         self._httpd: HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
+        self.batch = BatchJobs(self, plan=batch_plan, s3_client=s3_client)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +148,7 @@ class BedrockServer:
         if self._httpd is not None:
             return self
         self._stopping.clear()
-        httpd = HTTPServer((self.host, self.port), RequestHandler)
+        httpd = HTTPServer((self.host, self.port), ControlPlaneHandler)
         httpd.app = self  # type: ignore[attr-defined]
         self._httpd = httpd
         self.port = httpd.server_address[1]
@@ -329,6 +338,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--throttle-rate", type=float, default=0.0, help="share of requests answered 429")
     parser.add_argument("--unavailable-rate", type=float, default=0.0, help="share of requests answered 503")
+    parser.add_argument(
+        "--hostile-rate", type=float, default=0.0,
+        help="share of Claude requests answered with hostile metadata (huge, control characters, nested junk)",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request, every model")
     parser.add_argument("--claude-latency", type=float, default=None, help="seconds per Claude request")
     parser.add_argument("--titan-latency", type=float, default=None, help="seconds per Titan request")
@@ -349,6 +362,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         throttle_rate=args.throttle_rate,
         unavailable_rate=args.unavailable_rate,
+        hostile_rate=args.hostile_rate,
         latency=latency,
         latency_jitter=args.latency_jitter,
         rpm_quota=args.rpm_quota,

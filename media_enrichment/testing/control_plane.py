@@ -5,6 +5,10 @@ known, not retired base model id with its details the way Bedrock does: provider
 ``inferenceTypesSupported`` (``INFERENCE_PROFILE`` for Claude 4.x, ``ON_DEMAND`` otherwise) and
 ``modelLifecycle``, ``ACTIVE`` unless the server marked it ``LEGACY`` with the dates
 ``lifecycle_fields`` makes. Profile ids, unknown and retired models get 404.
+
+``ControlPlaneHandler`` is the server's HTTP handler: it serves the batch inference operations
+(``batch.route``: ``/model-invocation-job``, ``/model-invocation-jobs``, on botocore's paths)
+and passes every other request to ``wire.RequestHandler``.
 """
 
 from __future__ import annotations
@@ -12,12 +16,53 @@ from __future__ import annotations
 import datetime
 from collections.abc import Mapping, Set
 from typing import Any
+from urllib.parse import urlsplit
 
+from media_enrichment.testing import batch
 from media_enrichment.testing.claude import claude_version
-from media_enrichment.testing.errors import ServiceError
+from media_enrichment.testing.errors import ServiceError, validation
 from media_enrichment.testing.models import family
+from media_enrichment.testing.wire import RequestHandler
 
-__all__ = ["foundation_model", "lifecycle_fields"]
+__all__ = ["ControlPlaneHandler", "foundation_model", "lifecycle_fields"]
+
+
+class ControlPlaneHandler(RequestHandler):
+    """``wire.RequestHandler`` plus the batch inference routes of the ``bedrock`` control plane."""
+
+    def do_GET(self) -> None:
+        if not self._batch("GET"):
+            super().do_GET()
+
+    def do_POST(self) -> None:
+        if self.app.stopping:  # stopped: drop kept-alive connections without answering
+            self.close_connection = True
+            return
+        if not self._batch("POST"):
+            super().do_POST()
+
+    def _batch(self, method: str) -> bool:
+        """Answer a batch operation; whether the path was one."""
+        url = urlsplit(self.path)
+        if not url.path.startswith("/model-invocation-job"):
+            return False
+
+        def read_body() -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > self.app.max_body_bytes:
+                self.close_connection = True
+                raise validation(f"Request body of {length} bytes exceeds the server's limit")
+            return self.rfile.read(length) if length else b""
+
+        try:
+            answer = batch.route(self.app, method, url.path, url.query, read_body)
+        except ServiceError as error:
+            self._send_error(error)
+            return True
+        if answer is None:
+            return False
+        self._send(200, answer)
+        return True
 
 
 def lifecycle_fields(

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.deployments import run_deployment
 
 from media_enrichment.catalog import MANIFEST_SUFFIXES, load_catalog
-from media_enrichment.config import ProviderName, build_settings
+from media_enrichment.config import InvocationName, ProviderName, build_settings
 from media_enrichment.errors import CatalogError
 
 BACKFILL_DEPLOYMENT = "enrich-catalog/backfill"
@@ -141,16 +141,22 @@ def backfill_catalog(
     start: date | None = None,
     end: date | None = None,
     deployment: str = BACKFILL_DEPLOYMENT,
+    allowed_roots: list[str] | None = None,
+    invocation: InvocationName | None = None,
 ) -> list[dict[str, Any]]:
     """Launch one enrichment run per batch of a list or date range (idempotent)."""
     labels = batch_labels(batches=batches, start=start, end=end)
-    settings = build_settings({"dataset": dataset, "provider": provider})  # bad values stop here
+    # Bad values stop here.
+    settings = build_settings({"dataset": dataset, "provider": provider, "allowed_roots": allowed_roots})
     s3 = None
     if source.startswith("s3://"):
         from media_enrichment.aws import s3_client
 
         s3 = s3_client(settings)
     check_backfill_source(source, labels, s3_client=s3)
-    runs = launch_backfill(source=source, batch_list=labels, dataset=dataset, provider=provider, deployment=deployment)
+    runs = launch_backfill(
+        source=source, batch_list=labels, dataset=dataset, provider=provider, deployment=deployment,
+        parameters={"allowed_roots": allowed_roots, **({"invocation": invocation} if invocation else {})},
+    )
     get_run_logger().info("Backfill of %d batch(es): %s", len(runs), ", ".join(r["flow_run_name"] for r in runs))
     return runs

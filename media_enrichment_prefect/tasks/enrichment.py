@@ -8,13 +8,15 @@ from prefect.cache_policies import NO_CACHE
 from media_enrichment.catalog import Catalog
 from media_enrichment.config import Settings
 from media_enrichment.pipeline.commit import CommitVersions
-from media_enrichment.pipeline.driver import ChunkJob, RunDriver, run_chunk
+from media_enrichment.pipeline.batch import BatchOutcome
+from media_enrichment.pipeline.driver import ChunkJob, RunDriver, run_batch, run_chunk
 from media_enrichment.pipeline.plan import Plan, WorkItem
 from media_enrichment.pipeline.retries import TASK_RETRIES, TASK_RETRY_DELAYS_S, TASK_RETRY_JITTER, retried_by_task
 from media_enrichment.pipeline.services import ServiceInputs
 from media_enrichment.pipeline.staging import StagedChunk
 from media_enrichment_prefect.tasks.aws import aws_session_from_block
 from media_enrichment_prefect.tasks.limits import ensure_rate_limits
+from media_enrichment_prefect.tasks.reporting import BatchJobsProgress
 
 
 def prefect_inputs(settings: Settings) -> ServiceInputs:
@@ -60,7 +62,25 @@ def enrich_chunk(items: list[WorkItem], *, job: ChunkJob) -> StagedChunk:
     return run_chunk(job, items, inputs=prefect_inputs)
 
 
+@task(
+    name="batch-inference",
+    cache_policy=NO_CACHE,
+    retries=TASK_RETRIES,
+    retry_delay_seconds=list(TASK_RETRY_DELAYS_S),
+    retry_jitter_factor=TASK_RETRY_JITTER,
+    retry_condition_fn=_retry_condition,
+)
+def batch_inference(
+    items: list[WorkItem], *, job: ChunkJob, source: str, wait: bool = True, submit: bool = True,
+    progress: BatchJobsProgress | None = None,
+) -> BatchOutcome:
+    """Enrich the plan's batch work through Bedrock batch jobs (recorded, followed, staged as chunks)."""
+    return run_batch(job, items, inputs=prefect_inputs, wait=wait, submit=submit, source=source, on_progress=progress)
+
+
 @task(name="merge-results", cache_policy=NO_CACHE)
-def merge_results(run: RunDriver, staged: list[StagedChunk], plan: Plan) -> CommitVersions:
+def merge_results(
+    run: RunDriver, staged: list[StagedChunk], plan: Plan, batch: BatchOutcome | None = None
+) -> CommitVersions:
     """Merge the staged chunks into the assets table (one commit per commit_rows rows); record failures."""
-    return run.commit(staged, plan)
+    return run.commit(staged, plan, batch=batch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -19,6 +19,7 @@ from media_enrichment import progress
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import EnrichmentError
 from media_enrichment.explore import similarity_heatmap
+from media_enrichment.pipeline.batch import BatchProgress
 from media_enrichment.pipeline.summary import RunSummary
 from media_enrichment.report import artifact_key, failure_records, summary_markdown
 from media_enrichment.search import VectorIndex
@@ -45,7 +46,33 @@ class RunProgress:
     def advance(self, count: int) -> None:
         self.done += count
         progress.report(advance=count)
-        update_progress_artifact(self.artifact_id, progress=100.0 * self.done / max(1, self.total))
+        update_progress_artifact(self.artifact_id, progress=100.0 if self.total == 0 else 100.0 * self.done / self.total)
+
+
+class BatchJobsProgress:
+    """Progress of a run's batch jobs (records processed of all their records): the CLI bar's label
+    (through progress events), a line in the run's log when it changes, and a Prefect progress
+    artifact. Called by the batch step after each look at its jobs."""
+
+    def __init__(self, *, dataset: str, bar_total: int):
+        self.bar_total = bar_total
+        self.last: str | None = None
+        self.artifact_id = create_progress_artifact(
+            progress=0.0, key=artifact_key("batch-progress", dataset),
+            description="Batch inference: records processed by the run's jobs, of all their records",
+        )
+
+    def __call__(self, state: BatchProgress) -> None:
+        states = ", ".join(f"{n} {status}" for status, n in sorted(state.states.items()))
+        label = f"batch jobs: {state.processed}/{state.records} records, {state.done}/{state.jobs} jobs done ({states})"
+        if label != self.last:
+            self.last = label
+            progress.report(total=self.bar_total, label=label)
+            try:
+                get_run_logger().info(label)
+            except Exception:  # noqa: BLE001 - outside a run context: the bar and the artifact still show it
+                logger.info(label)
+        update_progress_artifact(self.artifact_id, progress=state.percent)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

@@ -60,7 +60,7 @@ from media_enrichment.providers.bedrock.errors import access_check, fix_line
 from media_enrichment.providers.bedrock.hooks import install_gate_hook
 from media_enrichment.providers.bedrock.invoke import invoke_json, region_of
 from media_enrichment.providers.bedrock.models import ModelLifecycle, model_lifecycle, warn_if_legacy
-from media_enrichment.ratecontrol import ModelGate
+from media_enrichment.ratecontrol import ModelGate, calls_in_flight
 from media_enrichment.tokens import request_tokens
 
 logger = logging.getLogger(__name__)
@@ -195,11 +195,14 @@ class BedrockDescriber(Describer):
         with it (Claude 4.5+ answer 400 to the pair)."""
         return {} if self.temperature is None else {"temperature": self.temperature}
 
-    def describe(self, image: PreparedImage) -> Description:
+    def describe(self, image: PreparedImage, *, prior: tuple[ParsedAnswer, int, int] | None = None) -> Description:
         """Describe one image.
 
         Args:
             image: the image, already within ``CLAUDE_LIMITS``.
+            prior: an unusable answer to the first turn obtained elsewhere (a batch job's record),
+                with its input and output tokens: the conversation goes on from it with a
+                corrective turn instead of asking the first turn again.
 
         Returns:
             The validated metadata, with input and output tokens summed over every turn.
@@ -218,7 +221,13 @@ class BedrockDescriber(Describer):
         problems: list[str] = []
         parsed: ParsedAnswer | None = None
         turns = 1 + self.corrective_turns
-        for turn in range(turns):
+        start = 0
+        if prior is not None and prior[0].metadata is None and turns > 1:
+            parsed, input_tokens, output_tokens = prior
+            problems.append(f"turn 1 (batch): {parsed.problem}")
+            messages, max_tokens = self._corrected(first, parsed, max_tokens)
+            start = 1
+        for turn in range(start, turns):
             answer = invoke_json(
                 self.client,
                 self.model_id,
@@ -239,14 +248,7 @@ class BedrockDescriber(Describer):
             logger.info("model %s: unusable answer (%s) on turn %d of %d", self.model_id, parsed.kind, turn + 1, turns)
             if turn + 1 == turns:
                 break
-            echo = (parsed.raw or "(no answer)").strip()[:_MAX_RAW_ECHO] or "(no answer)"
-            messages = [
-                first,
-                {"role": "assistant", "content": [{"type": "text", "text": echo}]},
-                {"role": "user", "content": [{"type": "text", "text": corrective_text(parsed)}]},
-            ]
-            if parsed.kind == "truncated":
-                max_tokens = min(max_tokens * 2, max(self.max_tokens, _SAFE_OUTPUT_CEILING))
+            messages, max_tokens = self._corrected(first, parsed, max_tokens)
         assert parsed is not None
         raise InvalidResponseError(
             f"no usable metadata from model {self.model_id!r} after {turns} turn(s) "
@@ -254,6 +256,26 @@ class BedrockDescriber(Describer):
             code=parsed.kind,
             raw=parsed.raw,
         )
+
+    def _corrected(
+        self, first: dict[str, Any], parsed: ParsedAnswer, max_tokens: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The conversation after an unusable answer (echoed back, then a corrective turn), and
+        the budget of the next turn (doubled after a truncated answer, up to a ceiling)."""
+        echo = (parsed.raw or "(no answer)").strip()[:_MAX_RAW_ECHO] or "(no answer)"
+        messages = [
+            first,
+            {"role": "assistant", "content": [{"type": "text", "text": echo}]},
+            {"role": "user", "content": [{"type": "text", "text": corrective_text(parsed)}]},
+        ]
+        if parsed.kind == "truncated":
+            max_tokens = min(max_tokens * 2, max(self.max_tokens, _SAFE_OUTPUT_CEILING))
+        return messages, max_tokens
+
+    @property
+    def calls_in_flight(self) -> int:
+        """The cap of this model's call window (1 without a gate)."""
+        return calls_in_flight(self.gate)
 
     def check_access(self) -> None:
         """Send one tiny request (a 1x1 PNG, a few output tokens) to prove the model is usable,

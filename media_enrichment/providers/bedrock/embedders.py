@@ -23,7 +23,7 @@ from media_enrichment.providers.bedrock.errors import access_check
 from media_enrichment.providers.bedrock.hooks import install_gate_hook
 from media_enrichment.providers.bedrock.invoke import invoke_json, region_of
 from media_enrichment.providers.bedrock.models import base_model_id
-from media_enrichment.ratecontrol import ModelGate
+from media_enrichment.ratecontrol import ModelGate, calls_in_flight
 
 __all__ = ["DEFAULT_TITAN_MODEL", "BedrockEmbedder", "BedrockEmbedderBase", "embedding_vector"]
 
@@ -128,6 +128,11 @@ class BedrockEmbedderBase(Embedder):
             raise ValueError(f"{self.model_name} embeds texts of at most {self.max_text_chars} characters, got {len(text)}")
         return text
 
+    @property
+    def calls_in_flight(self) -> int:
+        """The cap of this model's call window (1 without a gate)."""
+        return calls_in_flight(self.gate)
+
     def check_access(self) -> None:
         """Embed a two-word text to prove the model is usable.
 
@@ -149,8 +154,31 @@ class BedrockEmbedder(BedrockEmbedderBase):
     #: ``embeddingConfig.outputEmbeddingLength`` values the model accepts.
     dims = (256, 384, 1024)
 
-    def _embed(self, body: dict[str, Any]) -> np.ndarray:
-        answer = self._call({**body, "embeddingConfig": {"outputEmbeddingLength": self.dim}})
+    def image_body(self, image: PreparedImage, *, text: str | None = None) -> dict[str, Any]:
+        """The InvokeModel body embedding one image (also a valid batch-inference ``modelInput``).
+
+        Args:
+            image: PNG or JPEG within ``TITAN_LIMITS``.
+            text: optional text embedded together with the image.
+
+        Returns:
+            Titan's body: ``inputImage`` (base64), ``inputText`` if given, ``embeddingConfig``.
+        """
+        body: dict[str, Any] = {"inputImage": image.base64}
+        if text:
+            body["inputText"] = text
+        return {**body, "embeddingConfig": {"outputEmbeddingLength": self.dim}}
+
+    def text_body(self, text: str) -> dict[str, Any]:
+        """The InvokeModel body embedding a text (already checked, see ``checked_text``)."""
+        return {"inputText": text, "embeddingConfig": {"outputEmbeddingLength": self.dim}}
+
+    def parse_answer(self, answer: dict[str, Any]) -> np.ndarray:
+        """The vector of a decoded Titan answer (an InvokeModel body or a batch ``modelOutput``).
+
+        Raises:
+            InvalidResponseError: no vector of ``dim`` finite floats in it.
+        """
         return self._vector(answer.get("embedding"), answer)
 
     def embed_image(self, image: PreparedImage, *, text: str | None = None) -> np.ndarray:
@@ -166,10 +194,7 @@ class BedrockEmbedder(BedrockEmbedderBase):
         Raises:
             RetryableProviderError, RejectedRequestError, FatalProviderError, InvalidResponseError.
         """
-        body: dict[str, Any] = {"inputImage": image.base64}
-        if text:
-            body["inputText"] = text
-        return self._embed(body)
+        return self.parse_answer(self._call(self.image_body(image, text=text)))
 
     def embed_text(self, text: str) -> np.ndarray:
         """Embed a text query into the image space.
@@ -184,4 +209,4 @@ class BedrockEmbedder(BedrockEmbedderBase):
             ValueError: the text is empty.
             RetryableProviderError, RejectedRequestError, FatalProviderError, InvalidResponseError.
         """
-        return self._embed({"inputText": self.checked_text(text)})
+        return self.parse_answer(self._call(self.text_body(self.checked_text(text))))
