@@ -18,8 +18,8 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -174,20 +174,32 @@ NOT_ADMITTED = {"quota"}
 
 def steady_rpm(times: Sequence[float], *, low: float = 0.25, high: float = 0.75) -> float | None:
     """Requests per minute in the steady part of a run: between the arrival of its ``low`` and
-    ``high`` quantile requests (by default the middle half of them), which leaves out the opening
-    burst (at most one second of the rate after the access checks) and the tail of the last
-    chunks."""
+    ``high`` quantile requests (by default the middle half of them), which leaves out the
+    opening (the windows growing, the buckets starting empty) and the tail of the last chunks."""
     times = sorted(times)
     n = len(times)
-    if n < 400:  # a shorter run is mostly its opening burst and its tail
+    if n < 100:  # a shorter run is mostly its opening and its tail
         return None
     i, j = int(n * low), int(n * high)
     span = times[j] - times[i]
     return (j - i) / span * 60.0 if span > 0 else None
 
 
+def whole_rpm(times: Sequence[float]) -> float | None:
+    """Requests per minute over the whole run: from the first request's arrival to the last's,
+    opening and tail included (``n - 1`` intervals)."""
+    if len(times) < 2:
+        return None
+    span = max(times) - min(times)
+    return (len(times) - 1) / span * 60.0 if span > 0 else None
+
+
 def server_summary(snapshot: dict[str, Any], *, quota: int | None, images: int) -> dict[str, Any]:
-    """Requests, outcomes, steady admitted rate per model, and the share of the quota reached."""
+    """Requests, outcomes, whole-run and steady admitted rates per model, and their share of the quota.
+
+    The access checks (one tiny request per model before the first image) are left out of the
+    rates: they are a fixed cost before the run's calls start.
+    """
     log = snapshot.get("log") or []
     out: dict[str, Any] = {
         "requests": snapshot["total"],
@@ -196,10 +208,13 @@ def server_summary(snapshot: dict[str, Any], *, quota: int | None, images: int) 
     }
     for name, model in (("claude", CLAUDE), ("titan", TITAN)):
         admitted = [at for m, outcome, at in log if m == model and outcome not in NOT_ADMITTED]
+        admitted = sorted(admitted)[1:] if len(admitted) > images else sorted(admitted)  # the access check
         rpm = steady_rpm(admitted)
+        whole = whole_rpm(admitted)
         out[f"{name}_requests"] = sum(1 for m, _, _ in log if m == model)
         out[f"{name}_quota_429"] = sum(1 for m, outcome, _ in log if m == model and outcome == "quota")
         out[f"{name}_steady_rpm"] = round(rpm, 1) if rpm else None
+        out[f"{name}_whole_rpm"] = round(whole, 1) if whole else None
         out[f"{name}_quota_share"] = round(rpm / quota, 4) if rpm and quota else None
     return out
 
@@ -278,61 +293,84 @@ def run_notebook(paths: Sequence[str], *, threads: int = 5) -> RunResult:
     return RunResult("notebook", len(paths), seconds, ok, len(paths) - ok, {"describe_phase_s": round(described, 3)})
 
 
-def run_windowed(chunks: Iterable[Any], work: Callable[[Any], Any], *, concurrency: int) -> list[Any]:
-    """Run ``work`` over ``chunks`` with at most ``concurrency`` in flight (as the flow's ``_run_chunks``)."""
-    results: list[Any] = []
-    queue = iter(chunks)
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        in_flight: set[Future[Any]] = set()
+def run_bare(paths: Sequence[str], *, threads: int) -> RunResult:
+    """The floor: the same two boto3 calls per image from ``threads`` threads, nothing else.
 
-        def fill() -> None:
-            for chunk in queue:
-                in_flight.add(pool.submit(work, chunk))
-                if len(in_flight) >= concurrency:
-                    return
+    Each image is read and prepared, and both request bodies are built and serialised, before
+    the clock starts (the same bodies the pipeline's providers send); timed are only the two
+    ``invoke_model`` calls per image and the decoding of their JSON answers: no gates, no
+    preparation, no rows, no staging.
+    """
+    from media_enrichment.aws import bedrock_runtime_client, make_session
+    from media_enrichment.catalog import read_bytes
+    from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, prepare_images
+    from media_enrichment.providers.bedrock.describer import BedrockDescriber
+    from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 
-        fill()
-        while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                in_flight.discard(future)
-                results.append(future.result())
-            fill()
-    return results
+    settings = _settings(concurrency=threads)
+    client = bedrock_runtime_client(make_session(profile=None, region=None), settings=settings)
+    describer = BedrockDescriber(client, model_id=CLAUDE)
+    embedder = BedrockEmbedder(client, model_id=TITAN, dim=settings.embedding_dim)
+    bodies = []
+    for path in paths:
+        _, (for_claude, for_titan) = prepare_images(read_bytes(path), [CLAUDE_LIMITS, TITAN_LIMITS])
+        claude = describer.request_body([describer.image_message(for_claude)])
+        titan = embedder.image_body(for_titan)
+        bodies.append((json.dumps(claude, separators=(",", ":")).encode(), json.dumps(titan, separators=(",", ":")).encode()))
+
+    def one(pair: tuple[bytes, bytes]) -> bool:
+        for model, body in zip((CLAUDE, TITAN), pair):
+            answer = client.invoke_model(modelId=model, body=body, contentType="application/json", accept="application/json")
+            json.loads(answer["body"].read())
+        return True
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        ok = sum(pool.map(one, bodies))
+    seconds = time.perf_counter() - started
+    return RunResult("bare boto3", len(paths), seconds, ok, len(paths) - ok, {"threads": threads})
 
 
 def run_pipeline(
     manifest: Path,
     workdir: Path,
     *,
-    concurrency: int,
-    chunk_size: int,
     merge: bool = False,
     on_enriched: Callable[[], None] | None = None,
     **settings_values: Any,
 ) -> tuple[RunResult, Any, Any]:
     """This pipeline's path through the library's run driver, without Prefect: the flow's steps
-    (``open_run`` -> catalogue -> plan -> ``run_chunk`` per chunk, at most ``concurrency`` at
-    once -> optionally ``commit``, the streaming merge into Delta) on a thread pool of chunks.
+    (``open_run`` -> catalogue -> plan -> ``run_chunk`` per chunk, ``chunks_in_flight`` at once
+    -> optionally ``commit``, the streaming merge into Delta) on a thread pool of chunks.
+    Settings not given keep their defaults, as a user who sets nothing gets them.
 
     Returns:
         The result, and the describer's and embedder's gates.
     """
     from media_enrichment.pipeline.driver import open_run
+    from media_enrichment.pipeline.submit import run_windowed
 
-    settings = _settings(concurrency=concurrency, chunk_size=chunk_size, dataset=str(workdir / "dataset"), **settings_values)
+    settings = _settings(dataset=str(workdir / "dataset"), **settings_values)
     with open_run(settings, str(manifest), str(uuid.uuid4())) as run:
         started = time.perf_counter()
         plan = run.plan(run.load_catalog())
+        planned_s = time.perf_counter() - started
         total = plan.total
         chunks = run.chunks(plan)
-        staged = run_windowed(chunks, run.run_chunk, concurrency=settings.concurrency)
+        with ThreadPoolExecutor(max_workers=settings.chunks_in_flight) as pool:  # as the flow's chunk tasks
+            staged = run_windowed(
+                chunks, submit=lambda items: pool.submit(run.run_chunk, items),
+                next_done=lambda futures: next(iter(wait(futures, return_when=FIRST_COMPLETED).done)),
+                result=lambda future: future.result(), window=settings.chunks_in_flight, budget=run.budget,
+            )
         enriched_s = time.perf_counter() - started
         if on_enriched is not None:
             on_enriched()
         ok = sum(c.enriched for c in staged)
         failed = sum(c.failed for c in staged)
-        extra: dict[str, Any] = {"chunks": len(chunks), "failed_rows": failed, "enrich_s": round(enriched_s, 3)}
+        extra: dict[str, Any] = {
+            "chunks": len(chunks), "failed_rows": failed, "plan_s": round(planned_s, 3), "enrich_s": round(enriched_s, 3),
+        }
         if merge:  # as the flow's merge-results task does: commits of at most commit_rows rows
             run.commit(staged, plan)
             extra["merge_s"] = round(time.perf_counter() - started - enriched_s, 3)
@@ -341,30 +379,25 @@ def run_pipeline(
     return RunResult("pipeline", total, seconds, ok, total - ok, extra), *gates
 
 
-def run_flow(manifest: Path, workdir: Path, *, concurrency: int, chunk_size: int, **settings_values: Any) -> RunResult:
-    """The real ``media_enrichment_prefect.flows.enrich.enrich_catalog`` flow (Prefect's temporary server, Delta merge).
+def run_flow(manifest: Path, workdir: Path, **settings_values: Any) -> RunResult:
+    """The real ``media_enrichment_prefect.flows.enrich.enrich_catalog`` flow (Prefect's temporary
+    server, Delta merge), run as a user runs it: the provider and the dataset given, every other
+    setting from ``MEDIA_ENRICH_*`` variables (``settings_values``) or its default.
 
-    Settings the flow has no parameter for (``describer_rpm``...) reach its ``Settings`` through
-    ``MEDIA_ENRICH_*`` environment variables. The wall-clock reported is the flow's own
-    ``duration_s`` (plan, access checks, chunk tasks, merge, report); starting the temporary
-    Prefect server is kept out of it and reported separately.
+    The wall-clock reported is the flow's own ``duration_s`` (plan, access checks, chunk tasks,
+    merge, report); starting the temporary Prefect server is kept out of it.
     """
-    import inspect
-
     for key, value in settings_values.items():
         os.environ[f"MEDIA_ENRICH_{key.upper()}"] = str(value)
     from media_enrichment_prefect.flows.enrich import enrich_catalog
 
-    wanted = dict(
-        dataset=str(workdir / "dataset"), provider="bedrock", chunk_size=chunk_size, concurrency=concurrency,
-        embedding_dim=1024, **settings_values,
-    )
-    params = inspect.signature(enrich_catalog.fn).parameters
     started = time.perf_counter()
-    summary = enrich_catalog(str(manifest), **{k: v for k, v in wanted.items() if k in params})
+    try:
+        summary = enrich_catalog(str(manifest), dataset=str(workdir / "dataset"), provider="bedrock", embedding_dim=1024)
+    finally:
+        for key in settings_values:
+            os.environ.pop(f"MEDIA_ENRICH_{key.upper()}", None)
     wall = time.perf_counter() - started
-    for key in settings_values:
-        os.environ.pop(f"MEDIA_ENRICH_{key.upper()}", None)
     total = int(summary["catalog_rows"])
     ok = int(summary["enriched"])
     extra = {
@@ -373,5 +406,7 @@ def run_flow(manifest: Path, workdir: Path, *, concurrency: int, chunk_size: int
         "failed_rows": summary.get("failed"),
         "call_wall_s": round(wall, 3),
         "access_checks": 2,
+        "rate_control": summary.get("rate_control"),
+        "settings": {k: summary["settings"].get(k) for k in ("chunk_size", "concurrency", "chunk_tasks", *settings_values)},
     }
     return RunResult("pipeline", total, float(summary["duration_s"]), ok, total - ok, extra)

@@ -89,13 +89,13 @@ def make_session(*, profile: str | None, region: str | None) -> boto3.Session:
 
 
 def pool_size(concurrency: int) -> int:
-    """Connection pool size for a given task concurrency.
+    """Connection pool size of the Bedrock runtime client.
 
     Args:
-        concurrency: chunk tasks running at once.
+        concurrency: the cap of each model's call window (``Settings.concurrency``).
 
     Returns:
-        ``max(10, 2 * concurrency)``: room for a describe and an embed call per task.
+        ``max(10, 2 * concurrency)``: room for both models' windows full at once.
     """
     return max(10, 2 * concurrency)
 

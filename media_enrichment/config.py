@@ -11,17 +11,23 @@ the process that runs the flow, then the default declared here, the one place de
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from media_enrichment.errors import ConfigError
 
 ProviderName = Literal["local", "bedrock"]
 TaskRunnerName = Literal["threads", "dask"]
+InvocationName = Literal["on-demand", "batch", "auto"]
+BatchFallbackName = Literal["on-demand", "fail"]
 #: A vector length; which ones are valid depends on the embedder (checked by ``Settings``).
 EmbeddingDim = int
 
@@ -52,8 +58,25 @@ class Settings(BaseSettings):
         "data/dataset",
         description="Dataset root: holds the Delta tables 'assets' and 'failures' and the staging area.",
     )
-    chunk_size: int = Field(16, ge=1, le=10_000, description="Images per Prefect task run.")
-    concurrency: int = Field(4, ge=1, le=256, description="Chunk tasks running at once.")
+    chunk_size: int = Field(16, ge=1, le=10_000, description="Images per Prefect task run (a unit of staging).")
+    concurrency: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description=(
+            "Most calls in flight per model and process. Each model's call window finds how many it needs "
+            "(Little's law on the rpm/tpm quota and the measured latency, back-off on throttling) up to this cap."
+        ),
+    )
+    chunk_tasks: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description=(
+            "Chunk tasks running at once (None: enough chunks to keep the call windows full, "
+            "ceil(2 x concurrency / chunk_size), at least 2)."
+        ),
+    )
     commit_rows: int = Field(
         2_000,
         ge=1,
@@ -69,9 +92,40 @@ class Settings(BaseSettings):
         description="Vector length: one of the sizes the chosen embedder makes (checked against its dims).",
     )
     limit: int | None = Field(None, ge=1, description="Enrich at most this many catalogue rows.")
+    max_images: int | None = Field(
+        None, ge=1, description="Enrich at most this many images in one run; the rest wait for the next run."
+    )
+    max_cost_usd: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description=(
+            "Stop submitting chunks once what the run spent plus what its chunks in flight are expected to cost "
+            "(list prices) would pass this many USD; everything finished is committed."
+        ),
+    )
     force: bool = Field(False, description="Enrich every row again, even if already in the dataset.")
     batch: str | None = Field(
         None, max_length=200, description="Batch label stored on each row (default: the source's name)."
+    )
+    allowed_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        max_length=100,
+        description=(
+            "Folders (or s3://bucket/prefix) a manifest's paths may name besides the catalogue's own (a manifest's "
+            "folder, a folder, an S3 prefix): a path resolving anywhere else (.., an absolute path, a symlink out, "
+            "another bucket) is a failure row, never opened. Variable: comma- or os.pathsep-separated."
+        ),
+    )
+    max_image_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        le=4 * 1024**3,
+        description=(
+            "Largest image file read, in bytes (64 MiB: a photo at the 90-megapixel decode limit is well under it "
+            "as JPEG, PNG or WebP, and 8 reads at once stay within 512 MiB); larger files are failure rows, "
+            "checked before reading and while reading."
+        ),
     )
 
     max_failure_attempts: int = Field(
@@ -150,6 +204,65 @@ class Settings(BaseSettings):
     bedrock_connect_timeout: float = Field(5.0, gt=0, le=120, description="Seconds to connect.")
     bedrock_read_timeout: float = Field(120.0, gt=0, le=900, description="Seconds to wait for an answer.")
 
+    invocation: InvocationName = Field(
+        "on-demand",
+        description=(
+            "How the models are called: 'on-demand' (InvokeModel calls), 'batch' (Bedrock batch inference jobs, "
+            "about half the price, results within the job's timeout; what a job cannot do goes on demand), or "
+            "'auto' (batch when a model's records reach batch_min_records and batch is set up: bedrock provider, "
+            "batch_role_arn, an S3 location; on demand otherwise)."
+        ),
+    )
+    batch_s3_uri: str | None = Field(
+        None,
+        max_length=1024,
+        description=(
+            "s3://bucket/prefix for batch job input and output (in the job's region). Unset: <dataset>/_batch/ "
+            "for an s3:// dataset; a local dataset needs it."
+        ),
+    )
+    batch_role_arn: str | None = Field(
+        None,
+        max_length=2048,
+        description=(
+            "IAM service role Bedrock runs batch jobs as (trusted by bedrock.amazonaws.com; S3 read on the input, "
+            "write on the output); the caller needs iam:PassRole on it."
+        ),
+    )
+    batch_min_records: int = Field(
+        100, ge=1, le=1_000_000,
+        description="The model's quota 'Minimum number of records per batch inference job': fewer go on demand.",
+    )
+    batch_max_records_per_file: int = Field(
+        10_000, ge=1, le=10_000_000, description="Records per batch input file (the model's quota)."
+    )
+    batch_max_records_per_job: int = Field(
+        50_000, ge=1, le=10_000_000,
+        description="Records per batch job (the model's quota); also bounds the records a run holds at once.",
+    )
+    batch_max_bytes_per_file: int = Field(
+        1_000_000_000, ge=1, le=10**12, description="Bytes of one batch input file (the model's quota)."
+    )
+    batch_max_bytes_per_job: int = Field(
+        5_000_000_000, ge=1, le=10**13,
+        description="Bytes of one batch job's input (the model's quota); also bounds the record bytes held at once.",
+    )
+    batch_fallback: BatchFallbackName = Field(
+        "on-demand",
+        description=(
+            "What becomes of records a batch job did not answer usably (an error, an unusable answer, missing, "
+            "or the job Failed, Stopped or Expired): 'on-demand' calls (with corrective turns), or 'fail' (failure "
+            "rows, tried again by the next run)."
+        ),
+    )
+    batch_poll_s: float = Field(
+        60.0, gt=0, le=3600, description="Seconds between GetModelInvocationJob calls while following batch jobs."
+    )
+    batch_timeout_hours: int = Field(
+        72, ge=24, le=168,
+        description="timeoutDurationInHours of a batch job: unfinished by then it ends PartiallyCompleted or Expired.",
+    )
+
     @model_validator(mode="after")
     def _embedding_dim_fits_the_embedder(self) -> Settings:
         # Each embedder class defines the sizes it makes (``dims``). An unknown Bedrock model id
@@ -179,6 +292,99 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _batch_can_run(self) -> Settings:
+        # Checked with the settings, so a run that cannot batch stops before anything is written.
+        # 'auto' is batch where it can be: on the local provider, or without a role or an S3
+        # location, it is on demand (the driver logs why), so a deployment may default to it.
+        if self.invocation != "batch":
+            return self
+        if self.provider == "local":
+            raise FieldValueError(
+                "invocation", "batch inference needs the bedrock provider (the local provider has no batch jobs)",
+                self.invocation,
+            )
+        if not self.batch_role_arn:
+            raise FieldValueError(
+                "batch_role_arn",
+                f"invocation {self.invocation!r} needs the IAM service role Bedrock runs batch jobs as: set "
+                "MEDIA_ENRICH_BATCH_ROLE_ARN",
+                None,
+            )
+        if self.batch_s3_uri is None and not self.dataset.startswith("s3://"):
+            raise FieldValueError(
+                "batch_s3_uri",
+                f"invocation {self.invocation!r} with a local dataset needs an S3 location for the batch jobs' input "
+                "and output: set MEDIA_ENRICH_BATCH_S3_URI=s3://bucket/prefix",
+                None,
+            )
+        if self.batch_max_records_per_job < self.batch_min_records:
+            raise FieldValueError(
+                "batch_max_records_per_job", "is below batch_min_records: no batch job could be formed",
+                self.batch_max_records_per_job,
+            )
+        if self.batch_max_bytes_per_file > self.batch_max_bytes_per_job:
+            raise FieldValueError(
+                "batch_max_bytes_per_file", "exceeds batch_max_bytes_per_job", self.batch_max_bytes_per_file
+            )
+        return self
+
+    @field_validator("batch_s3_uri")
+    @classmethod
+    def _batch_uri_is_s3(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.startswith("s3://") or not value[len("s3://") :].split("/", 1)[0]:
+            raise ValueError("must be an s3://bucket/prefix URI")
+        return value.rstrip("/")
+
+    @property
+    def batch_location_uri(self) -> str | None:
+        """Where batch jobs' files go: ``batch_s3_uri``, else ``<dataset>/_batch`` for an S3 dataset."""
+        if self.batch_s3_uri:
+            return self.batch_s3_uri
+        return f"{self.dataset}/_batch" if self.dataset.startswith("s3://") else None
+
+    @property
+    def chunks_in_flight(self) -> int:
+        """Chunk tasks at once: ``chunk_tasks``, or enough queued images to keep both call windows full."""
+        if self.chunk_tasks is not None:
+            return self.chunk_tasks
+        return max(2, math.ceil(2 * self.concurrency / self.chunk_size))
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _roots_from_text(cls, value: Any) -> Any:
+        # The variable (and a single string given for the run): a JSON list, or roots separated
+        # by commas or os.pathsep (':' here, but not the one of 's3://').
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("must be a JSON list of strings, or roots separated by ',' or os.pathsep") from None
+            return split_roots(text)
+        return value
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _roots_well_formed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        roots: list[str] = []
+        for root in value:
+            root = root.strip()
+            if not root:
+                continue
+            if len(root) > 4096:
+                raise ValueError("a root longer than 4096 characters")
+            if "\x00" in root:
+                raise ValueError("a root with a NUL character")
+            if "://" in root and not (root.startswith("s3://") and root[len("s3://") :].split("/", 1)[0]):
+                raise ValueError(f"{root!r} is neither a local folder nor s3://bucket[/prefix]")
+            roots.append(root)
+        return tuple(dict.fromkeys(roots))
+
     @field_validator("dataset")
     @classmethod
     def _dataset_not_blank(cls, value: str) -> str:
@@ -186,6 +392,14 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("must not be empty")
         return value.rstrip("/")
+
+
+def split_roots(text: str) -> list[str]:
+    """Roots written in one string: separated by commas or by ``os.pathsep`` (the ':' of
+    ``s3://`` excepted), blanks dropped: ``"/data/a:s3://b/p,/data/c"`` -> three roots."""
+    separators = "," if os.pathsep == "," else "," + re.escape(os.pathsep)
+    pattern = f"[{separators}]" if os.pathsep != ":" else r",|:(?!//)"
+    return [part.strip() for part in re.split(pattern, text) if part.strip()]
 
 
 def env_name(field: str) -> str:

@@ -21,7 +21,7 @@ from media_enrichment.pipeline.execution import ChunkEnricher, ChunkResult, Exec
 from media_enrichment.pipeline.plan import WorkItem, sha256_hex
 from media_enrichment.pipeline.summary import RunSummary
 from media_enrichment.providers import build_providers
-from media_enrichment.testing import BedrockServer
+from media_enrichment.testing import BedrockServer, FaultPlan
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 TITAN = "amazon.titan-embed-image-v1"
@@ -133,3 +133,56 @@ def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(
     billed = bedrock.counters.billed_images
     assert sum(n for (model, _), n in billed.items() if model == CLAUDE) == 4
     assert max(billed.values()) == 1, "no image was described or embedded twice"
+
+
+@pytest.mark.parametrize("cap", [None, 3])
+def test_a_chunks_images_are_in_flight_together_as_the_models_windows_allow(aws_env, tmp_path, cap):
+    """Calls in flight are governed by each model's window, not by the number of chunk tasks:
+    one chunk of 40 images has many Claude calls in flight at once, never more than the cap."""
+    manifest = _catalog(tmp_path / "cat", 40)
+    extra = {} if cap is None else {"concurrency": cap}
+    settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), chunk_size=40, embedding_dim=256, **extra)
+    with BedrockServer(faults=FaultPlan(latency={"anthropic": 0.2})) as server:
+        for key, value in server.env().items():
+            aws_env.setenv(key, value)
+        with open_run(settings, str(manifest), "run-w") as run:
+            plan = run.plan(run.load_catalog())
+            (items,) = run.chunks(plan)
+            staged = run.run_chunk(items)
+            stats = run.services.rate_control()
+    assert staged.enriched == 40 and server.counters.requests[CLAUDE] == 40
+    describer = stats["describer"]
+    if cap is None:
+        # The window started at 4 and doubled every round trip (no quota set: up to the cap).
+        assert describer["max_in_flight"] == 32
+        assert describer["peak_in_flight"] >= 12 and describer["highest_limit"] > 4
+    else:
+        assert describer["max_in_flight"] == 3 and describer["peak_in_flight"] == 3
+
+
+def test_a_chunks_images_run_in_the_chunks_context(tmp_path):
+    """An orchestrator's settings and run context are context variables: the pool threads that
+    enrich a chunk's images see the chunk task's values (Prefect's rate limits need them)."""
+    import contextvars
+
+    from media_enrichment.providers.local import LocalDescriber, LocalEmbedder
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+    seen: list[str] = []
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 30), (40 * i, 30, 200)).save(paths[-1])
+    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+
+    def read(uri: str) -> bytes:
+        seen.append(marker.get())
+        return read_bytes(uri)
+
+    executor = ChunkEnricher(describer=LocalDescriber(), embedder=LocalEmbedder(dim=256), read=read, run_id="r", threads=4)
+    marker.set("chunk-task")
+    try:
+        result = executor.enrich(items)
+    finally:
+        executor.close()
+    assert len(result.rows) == 6 and seen == ["chunk-task"] * 6

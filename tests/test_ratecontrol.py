@@ -22,7 +22,7 @@ from media_enrichment.providers.bedrock.describer import BedrockDescriber
 from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 from media_enrichment.aws import bedrock_runtime_client, make_session
 from media_enrichment.testing import BedrockServer, FaultPlan
-from media_enrichment.ratecontrol import AdaptiveConcurrency, Limiter, ModelGate, TokenBucket, build_gates
+from media_enrichment.ratecontrol import CallWindow, Limiter, ModelGate, TokenBucket, build_gates
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 
@@ -115,13 +115,13 @@ def test_bucket_is_fair_and_exact_under_many_threads():
 
 
 # ---------------------------------------------------------------------------------------------
-# AdaptiveConcurrency
+# CallWindow
 # ---------------------------------------------------------------------------------------------
 
 
-def test_throttle_halves_the_limit_once_per_cooldown_and_successes_recover_it():
+def test_throttle_halves_the_limit_once_per_cooldown_and_calls_grow_it_back_additively():
     clock = FakeClock()
-    ac = AdaptiveConcurrency(16, cooldown_s=1.0, clock=clock)
+    ac = CallWindow(16, cooldown_s=1.0, clock=clock)
     assert ac.limit == 16
     assert ac.on_throttle() is True and ac.limit == 8
     assert ac.on_throttle() is False and ac.limit == 8  # same cooldown: one cut per burst of 429s
@@ -132,21 +132,73 @@ def test_throttle_halves_the_limit_once_per_cooldown_and_successes_recover_it():
         ac.on_throttle()
         clock.now += 1.5
     assert ac.limit == 1  # floor
-    # Additive increase: one more slot after `limit` successes.
+    # After a cut growth is additive: one more slot after `limit` completed calls.
     steps = 0
     while ac.limit < 16:
-        ac.on_success()
+        ac.observe(0.5)
         steps += 1
     assert steps == sum(range(1, 16))
     for _ in range(100):
-        ac.on_success()
-    assert ac.limit == 16  # never above the ceiling
+        ac.observe(0.5)
+    assert ac.limit == 16  # never above the cap
     assert ac.cuts == 4 and ac.lowest == 1
+
+
+def test_with_a_known_rate_the_window_grows_to_littles_law_and_no_further():
+    # 20 calls/s at 0.5 s each need 10 in flight; with the headroom: ceil(20 * 0.5 * 1.25) + 1.
+    ac = CallWindow(64, initial=4, rate=lambda: 20.0)
+    assert ac.limit == 4 and ac.target() == 64  # no latency measured yet
+    grown = []
+    for _ in range(40):
+        ac.observe(0.5)
+        grown.append(ac.limit)
+    assert ac.target() == 14 and ac.limit == 14
+    assert grown[:10] == list(range(5, 15))  # slow start: one more per completed call
+    # The latency falls (the service got faster): the rate needs fewer calls in flight.
+    for _ in range(200):
+        ac.observe(0.1)
+    assert ac.limit == ac.target() == math.ceil(20 * 0.1 * 1.25) + 1
+
+
+def _serve(window: CallWindow, clock: FakeClock, *, calls: int, capacity: int, latency: float = 0.5) -> None:
+    """A service that answers ``capacity`` calls at once in ``latency`` seconds and queues the
+    rest: with ``window.limit`` calls in flight it completes min(limit, capacity) / latency a second."""
+    for _ in range(calls):
+        busy = min(window.limit, capacity)
+        clock.now += latency / busy
+        window.observe(latency * max(1.0, window.limit / capacity))
+
+
+def test_without_a_rate_the_window_grows_to_the_cap_while_calls_per_second_rise():
+    clock = FakeClock()
+    ac = CallWindow(32, initial=4, clock=clock)
+    _serve(ac, clock, calls=300, capacity=1000)
+    assert ac.limit == 32 and ac.highest == 32 and ac.plateaus == 0
+
+
+def test_without_a_rate_the_window_holds_where_more_calls_bring_no_more_answers():
+    clock = FakeClock()
+    ac = CallWindow(64, initial=4, clock=clock)
+    _serve(ac, clock, calls=600, capacity=10)  # the service (or the CPU) does 10 at a time
+    assert ac.plateaus == 1
+    assert 10 <= ac.limit <= 24  # the round trip past the plateau stops the doubling
+    held = ac.limit
+    _serve(ac, clock, calls=300, capacity=10)
+    assert ac.limit == held  # holds: no slot is added that would only queue
+
+
+def test_without_a_rate_a_limiter_that_makes_calls_wait_stops_the_growth():
+    clock = FakeClock()
+    ac = CallWindow(64, initial=4, clock=clock)
+    for _ in range(50):
+        clock.now += 0.1
+        ac.observe(0.5, rate_waited=True)  # a shared limiter of unknown rate is the bottleneck
+    assert ac.limit == 4  # (it would have grown to the cap in 50 calls)
 
 
 def test_tolerance_ignores_sporadic_throttling_but_not_sustained_throttling():
     clock = FakeClock()
-    ac = AdaptiveConcurrency(32, tolerance=0.15, window=50, clock=clock)
+    ac = CallWindow(32, tolerance=0.15, window=50, clock=clock)
     for i in range(1000):  # 4 % throttled, evenly spread
         clock.now += 0.02
         ac.on_throttle() if i % 25 == 0 else ac.on_success()
@@ -158,7 +210,7 @@ def test_tolerance_ignores_sporadic_throttling_but_not_sustained_throttling():
 
 
 def test_the_semaphore_blocks_at_the_limit():
-    ac = AdaptiveConcurrency(2, cooldown_s=0.0)
+    ac = CallWindow(2, cooldown_s=0.0)
     assert ac.acquire() and ac.acquire()
     assert ac.acquire(timeout=0.05) is False
     ac.release()
@@ -177,7 +229,7 @@ def test_gate_takes_slot_request_and_tokens_and_counts():
     clock = FakeClock()
     requests = TokenBucket(60, burst=1, initial=1, clock=clock, sleep=clock.sleep)
     tokens = TokenBucket(6000, burst=100, initial=100, clock=clock, sleep=clock.sleep)
-    ac = AdaptiveConcurrency(4, clock=clock)
+    ac = CallWindow(4, clock=clock)
     gate = ModelGate("describer", requests=requests, tokens=tokens, concurrency=ac, clock=clock)
     with gate.call(tokens=100):
         assert ac.in_flight == 1
@@ -219,7 +271,12 @@ def test_build_gates_from_settings_and_injected_limiters():
     assert shared.amounts == [1]
 
     d, e = build_gates(Settings(adaptive_concurrency=False))
-    assert (d.requests, d.tokens, d.concurrency, e.requests) == (None, None, None, None) and not d.active
+    assert (d.requests, d.tokens, e.requests) == (None, None, None)
+    # Without adaptation the window is fixed at the cap: still a bound on calls in flight.
+    assert d.concurrency.limit == d.concurrency.max_in_flight == 32
+    for _ in range(100):
+        d.concurrency.observe(0.5)
+    assert d.concurrency.on_throttle() is False and d.concurrency.limit == 32
     with pytest.raises(ValueError):
         build_gates(settings, limiters={"describer-rqm": shared})
 
@@ -267,7 +324,8 @@ def test_a_gate_just_under_the_quota_avoids_the_throttling_an_ungated_client_mee
     with BedrockServer(faults=plan, max_lifetime=120) as server:
         aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
 
-        gate = ModelGate("describer", requests=TokenBucket(1080), concurrency=AdaptiveConcurrency(8))  # 90 %
+        # 75 % of the quota: room for the server stamping arrivals late on a busy machine.
+        gate = ModelGate("describer", requests=TokenBucket(900), concurrency=CallWindow(8))
         lost = _describe_all(BedrockDescriber(_client(), model_id=CLAUDE, gate=gate), images)
         gated = dict(server.counters.outcomes)
         assert lost == 0 and gated.get("ok") == 60
@@ -288,7 +346,7 @@ def test_throttling_seen_through_the_botocore_hook_cuts_the_concurrency(aws_env)
     images = _images(30)
     with BedrockServer(faults=plan, max_lifetime=120) as server:
         aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)
-        ac = AdaptiveConcurrency(8, cooldown_s=0.2)
+        ac = CallWindow(8, cooldown_s=0.2)
         gate = ModelGate("describer", concurrency=ac)
         client = _client(bedrock_max_attempts=2)
         describer = BedrockDescriber(client, model_id=CLAUDE, gate=gate)

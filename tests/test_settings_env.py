@@ -108,8 +108,8 @@ def _(t: Trial) -> None:
 @observes("concurrency")
 def _(t: Trial) -> None:
     t.set("concurrency", "7")
-    # Calls in flight per model are capped at the concurrency (the adaptive ceiling starts there).
-    assert t.run_bedrock(limit=2)["rate_control"]["describer"]["limit"] == 7
+    # The cap of each model's call window (it starts at 4 and grows up to the cap).
+    assert t.run_bedrock(limit=2)["rate_control"]["describer"]["max_in_flight"] == 7
 
 
 @observes("commit_rows")
@@ -147,6 +147,32 @@ def _(t: Trial) -> None:
     t.set("batch", "from-env")
     t.run_bedrock(limit=2)
     assert set(t.rows()["batch"]) == {"from-env"}
+
+
+@observes("allowed_roots")
+def _(t: Trial) -> None:
+    sample = t.manifest.parent
+    first = sorted(p for p in sample.rglob("*.jpg"))[:2]
+    manifest = t.tmp / "elsewhere" / "m.csv"  # its own folder holds no image: both rows point outside
+    manifest.parent.mkdir()
+    manifest.write_text("image_id,path\n" + "".join(f"i{n},{p}\n" for n, p in enumerate(first)))
+    refused = t.run(source=str(manifest), dataset=str(t.tmp / "refused"))
+    assert refused["failed"] == 2 and refused["enriched"] == 0
+    failures = Dataset(str(t.tmp / "refused")).read_failures()
+    assert set(failures["error_type"]) == {"PathNotAllowedError"} and set(failures["stage"]) == {"read"}
+    given = t.run(source=str(manifest), dataset=str(t.tmp / "given"), allowed_roots=[str(sample)])
+    assert given["enriched"] == 2, "the flow parameter widens the roots"
+    t.set("allowed_roots", f"/nowhere,{sample}")
+    assert t.run(source=str(manifest))["enriched"] == 2
+
+
+@observes("max_image_bytes")
+def _(t: Trial) -> None:
+    t.set("max_image_bytes", "100")  # every sample image is larger
+    summary = t.run(limit=2)
+    assert summary["failed"] == 2 and summary["enriched"] == 0
+    failures = Dataset(str(t.tmp / "ds")).read_failures()
+    assert set(failures["error_type"]) == {"ImageTooLargeError"} and set(failures["stage"]) == {"read"}
 
 
 @observes("max_failure_attempts")
@@ -206,6 +232,23 @@ def _(t: Trial) -> None:
     assert sent.count(300) >= 2 and 1024 not in sent
 
 
+@observes("max_images")
+def _(t: Trial) -> None:
+    t.set("max_images", "2")
+    summary = t.run(limit=5)
+    assert (summary["enriched"], summary["deferred"]) == (2, 3) and summary["stopped"].startswith("max_images")
+
+
+@observes("max_cost_usd")
+def _(t: Trial) -> None:
+    prices = t.tmp / "budget-prices.json"
+    prices.write_text(json.dumps({"local/": {"per_image": 0.5}}))
+    t.set("price_file", str(prices))
+    t.set("max_cost_usd", "0.9")
+    summary = t.run(limit=4, chunk_size=1)  # a second $0.50 image would pass $0.90
+    assert summary["enriched"] == 1 and summary["stopped"].startswith("max_cost_usd")
+
+
 @observes("price_file")
 def _(t: Trial) -> None:
     prices = t.tmp / "prices.json"
@@ -235,7 +278,9 @@ def _(t: Trial) -> None:
 @observes("adaptive_concurrency")
 def _(t: Trial) -> None:
     t.set("adaptive_concurrency", "false")
-    assert "limit" not in t.run_bedrock(limit=2)["rate_control"]["describer"], "no adaptive cap on calls in flight"
+    describer = t.run_bedrock(limit=2)["rate_control"]["describer"]
+    # A fixed window at the cap (an adaptive one starts at 4).
+    assert describer["limit"] == describer["lowest_limit"] == describer["max_in_flight"] == 32
 
 
 @observes("shared_rate_limits")
@@ -307,6 +352,20 @@ SEEN_IN_SUMMARY = {
     "bedrock_read_timeout": ("33", 33.0),
     "dask_address": ("tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786"),  # used with task_runner=dask only
     "dask_workers": ("3", 3),
+    "chunk_tasks": ("3", 3),  # chunk tasks at once: the orchestration's shape, no result changes
+    # Batch inference: with auto and one image (below batch_min_records) the run is on demand; the
+    # batch path itself is observed in tests/test_batch_driver.py.
+    "invocation": ("auto", "auto"),
+    "batch_s3_uri": ("s3://media/batch/", "s3://media/batch"),
+    "batch_role_arn": ("arn:aws:iam::123456789012:role/BedrockBatch", "arn:aws:iam::123456789012:role/BedrockBatch"),
+    "batch_min_records": ("150", 150),
+    "batch_max_records_per_file": ("500", 500),
+    "batch_max_records_per_job": ("1000", 1000),
+    "batch_max_bytes_per_file": ("100000000", 100_000_000),
+    "batch_max_bytes_per_job": ("200000000", 200_000_000),
+    "batch_fallback": ("fail", "fail"),
+    "batch_poll_s": ("5", 5.0),
+    "batch_timeout_hours": ("48", 48),
 }
 
 
@@ -433,7 +492,9 @@ def test_the_default_deployments_file_is_the_projects_and_pins_no_settings(tmp_p
     deployments = {d.name: d for d in load_deployments()}
     assert set(deployments) == {"nightly", "backfill", "backfill-launcher"}
     assert deployments["nightly"].parameters == {"source": "data/sample/catalog.csv"}
-    assert deployments["backfill"].parameters == {} and deployments["backfill-launcher"].parameters == {}
+    # Backfills go to Bedrock batch jobs when they are large enough (issue 13): the one value pinned.
+    assert deployments["backfill"].parameters == {"invocation": "auto"}
+    assert deployments["backfill-launcher"].parameters == {}
     served = {d.name: d for d in load_deployments(overrides={"dataset": "given/ds", "source": "given.csv"})}
     assert served["nightly"].parameters == {"source": "given.csv", "dataset": "given/ds"}
     assert served["backfill-launcher"].parameters == {"source": "given.csv", "dataset": "given/ds"}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -21,7 +22,11 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from media_enrichment.errors import ImageError
-from media_enrichment.images.sniff import sniff_media_type
+from media_enrichment.images.sniff import (
+    describe_content,
+    sniff_media_type,
+    unsupported_image_format,
+)
 
 if TYPE_CHECKING:
     from media_enrichment.images.encode import PreparedImage
@@ -128,25 +133,39 @@ def decode_rgb(image: PreparedImage) -> Image.Image:
             im.load()
             return flatten(normalise(im)).convert("RGB")
     except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
-        raise ImageError(f"prepared {image.media_type} image does not decode: {exc}") from exc
+        raise ImageError(f"prepared {image.media_type} image does not decode: {_reason(exc)}") from exc
 
 
-def open_source(data: bytes, max_pixels: int, max_side: int) -> tuple[Image.Image, SourceFacts]:
-    """Open (header only) and check size; facts carry the stored, not yet oriented, size."""
+#: A bytes literal in a decoder's message (Pillow names chunks: ``broken PNG file (chunk b'...')``).
+_BYTES_REPR = re.compile(r"""(?<!\w)b(['"]).*?(?<!\\)\1""")
+
+
+def _reason(exc: BaseException) -> str:
+    """A decoder's message without any of the file's bytes in it, and short."""
+    text = _BYTES_REPR.sub("<bytes>", str(exc) or type(exc).__name__)
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def open_source(
+    data: bytes, max_pixels: int, max_side: int, *, content_sha256: str | None = None
+) -> tuple[Image.Image, SourceFacts]:
+    """Open (header only) and check size; facts carry the stored, not yet oriented, size (and
+    ``content_sha256``, or the bytes' SHA-256 when it is not given)."""
     if not data:
         raise ImageError("empty file (0 bytes)")
     media_type = sniff_media_type(data)
     if media_type is None:
-        hint = " (HEIC/AVIF/video)" if data[4:8] == b"ftyp" else ""
-        raise ImageError(
-            f"not an image or unsupported format{hint}: file starts with {data[:8]!r}"
-        )
+        # What the file seems to be and its size: never its bytes (they may be a secret).
+        kind = unsupported_image_format(data)
+        if kind:
+            raise ImageError(f"unsupported image format ({kind}, {len(data):,} bytes)")
+        raise ImageError(f"not an image ({describe_content(data)}, {len(data):,} bytes)")
     try:
         im = Image.open(io.BytesIO(data), formats=[_PIL_FORMAT[media_type]])
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"decompression bomb refused: {exc}") from exc
     except (UnidentifiedImageError, *_DECODE_ERRORS) as exc:
-        raise ImageError(f"corrupt {media_type} header: {exc}") from exc
+        raise ImageError(f"corrupt {media_type} header: {_reason(exc)}") from exc
     w, h = im.size
     try:
         if w * h > max_pixels:
@@ -160,7 +179,7 @@ def open_source(data: bytes, max_pixels: int, max_side: int) -> tuple[Image.Imag
     except ImageError:
         im.close()
         raise
-    digest = hashlib.sha256(data).hexdigest()
+    digest = content_sha256 or hashlib.sha256(data).hexdigest()
     return im, SourceFacts(digest, media_type, w, h, len(data))
 
 
@@ -178,7 +197,7 @@ def load_first_frame(im: Image.Image, box: tuple[int, int], media_type: str) -> 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"decompression bomb refused: {exc}") from exc
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"corrupt or truncated {media_type}: {exc}") from exc
+        raise ImageError(f"corrupt or truncated {media_type}: {_reason(exc)}") from exc
 
 
 def orientation_of(im: Image.Image) -> int:

@@ -37,6 +37,7 @@ def prepare_images(
     *,
     max_source_pixels: int = MAX_SOURCE_PIXELS,
     max_side: int = MAX_SOURCE_SIDE,
+    content_sha256: str | None = None,
 ) -> tuple[SourceFacts, list[PreparedImage]]:
     """Decode an image once and encode it for each model's limits.
 
@@ -52,6 +53,8 @@ def prepare_images(
         limits: one entry per model; each must accept JPEG, PNG or WebP.
         max_source_pixels: refuse images with more pixels (decompression bombs).
         max_side: refuse images with a longer side.
+        content_sha256: the bytes' SHA-256 when the caller has it already (the plan hashed
+            them): not computed again.
 
     Returns:
         The source's facts and one prepared image per ``limits`` entry, in order.
@@ -60,7 +63,7 @@ def prepare_images(
         ImageError: the image is empty, not an image, corrupt, truncated, too large, or cannot
             be encoded within a model's limits.
     """
-    im, facts = open_source(data, max_source_pixels, max_side)
+    im, facts = open_source(data, max_source_pixels, max_side, content_sha256=content_sha256)
     with im:
         # Targets in stored orientation (the fit does not depend on it); JPEGs are decoded at
         # the smallest DCT scale that still covers the largest of them (less each model's

@@ -5,9 +5,15 @@
     plan = run.plan(catalog)                      # dataset checked writable first; hash, skip done
     run.check_access(plan)                        # one tiny call per model before any image
     staged = [run.run_chunk(items) for items in run.chunks(plan)]   # or chunk tasks, in parallel
-    versions = run.commit(staged, plan)
-    summary = run.summary(plan, staged, versions)
+    batch = run.run_batch(run.batch_items(plan))  # invocation batch/auto: Bedrock batch jobs
+    versions = run.commit([*staged, *batch.staged], plan, batch=batch)
+    summary = run.summary(plan, [*staged, *batch.staged], versions, batch=batch)
     run.close()
+
+``chunks`` holds the plan's on-demand work and ``batch_items`` its batch work (``invocation``:
+``auto`` sends a model's records to batch when they reach ``batch_min_records``). The batch step
+(``pipeline/batch.py``) stages chunks of rows as chunk tasks do, so commit, failures and the
+summary are the same code whichever way the calls were made.
 
 Chunks may run elsewhere: a chunk task receives the run's ``ChunkJob`` (its settings and
 identity, all picklable) and calls ``run_chunk(job, items)``, which builds the run's services
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -30,17 +37,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from media_enrichment.catalog import Catalog, load_catalog
+from media_enrichment.catalog import Catalog, Roots, load_catalog, roots_for
 from media_enrichment.config import Settings
-from media_enrichment.cost import load_prices
+from media_enrichment.cost import load_prices, run_cost
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
+from media_enrichment.pipeline.batch import BatchExecution, BatchOutcome, BatchProgress, batchable_kinds, record_summary, remove_records
+from media_enrichment.pipeline.budget import RunBudget
 from media_enrichment.pipeline.commit import CommitVersions, commit_metadata, commit_run
 from media_enrichment.pipeline.execution import ChunkResult
 from media_enrichment.pipeline.plan import ModelVersions, Plan, WorkItem, plan_work, split_chunks
 from media_enrichment.pipeline.services import RunServices, ServiceInputs, build_services, open_dataset
 from media_enrichment.pipeline.staging import StagedChunk, chunk_key, find_staged, stage_chunk
 from media_enrichment.pipeline.summary import RunSummary
+
+logger = logging.getLogger(__name__)
 
 #: Runs whose services a process keeps at once (a long-lived worker serves many runs).
 _KEEP = 4
@@ -58,6 +69,7 @@ class ChunkJob:
     versions: ModelVersions | None  # what the run planned with; a worker that would differ refuses
     staging_dir: str  # a local folder or an s3:// prefix (Dataset.staging_dir)
     reads_s3: bool  # the catalogue's images are on S3, so the reader needs a client
+    roots: Roots | None = None  # where images may be read (resolved once); None: allowed_roots only
 
     @property
     def key(self) -> str:
@@ -73,7 +85,7 @@ def _keep(key: str, services: RunServices) -> None:
     _services[key] = services
     _services.move_to_end(key)
     while len(_services) > _KEEP:
-        _services.popitem(last=False)
+        _services.popitem(last=False)[1].close()
 
 
 def services_for(job: ChunkJob, *, inputs: InputsFactory | None = None) -> RunServices:
@@ -95,7 +107,8 @@ def services_for(job: ChunkJob, *, inputs: InputsFactory | None = None) -> RunSe
         if found is None:
             given = inputs(job.settings) if inputs is not None else ServiceInputs()
             found = build_services(
-                job.settings, run_id=job.run_id, staging_dir=job.staging_dir, reads_s3=job.reads_s3, inputs=given
+                job.settings, run_id=job.run_id, staging_dir=job.staging_dir, reads_s3=job.reads_s3, inputs=given,
+                roots=job.roots,
             )
         _keep(key, found)
     here = found.versions
@@ -107,7 +120,9 @@ def services_for(job: ChunkJob, *, inputs: InputsFactory | None = None) -> RunSe
 def release_services(job: ChunkJob) -> None:
     """Forget a finished run's services in this process."""
     with _lock:
-        _services.pop(job.key, None)
+        services = _services.pop(job.key, None)
+    if services is not None:
+        services.close()
 
 
 def worker_name() -> str:
@@ -148,6 +163,46 @@ def run_chunk(job: ChunkJob, items: Sequence[WorkItem], *, inputs: InputsFactory
     return dataclasses.replace(staged, worker=worker_name())
 
 
+def run_batch(
+    job: ChunkJob,
+    items: Sequence[WorkItem],
+    *,
+    inputs: InputsFactory | None = None,
+    wait: bool = True,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    source: str | None = None,
+    submit: bool = True,
+) -> BatchOutcome:
+    """Enrich items through Bedrock batch jobs and stage them (``BatchExecution``).
+
+    Args:
+        job: the run's job.
+        items: the plan's batch items (``RunDriver.batch_items``).
+        inputs: the orchestrator's inputs, for a process that builds the run's services.
+        wait: follow the jobs to their end; False: submit, record them and return.
+        on_progress: called with the jobs' progress after each look at them.
+        sleep: how to wait between looks (tests pass a fast one).
+        source: the run's catalogue, kept in the record of its jobs.
+        submit: False (``collect``): follow recorded jobs only; items without one wait.
+
+    Returns:
+        The staged chunks and counts (empty when there are no items).
+
+    Raises:
+        FatalProviderError: a job cannot be created (access, role, model).
+        DatasetLocationError: the staging area or the batch location cannot be written.
+    """
+    if not items:
+        return BatchOutcome()
+    services = services_for(job, inputs=inputs)
+    execution = BatchExecution(
+        job.settings, services, run_id=job.run_id, staging_dir=job.staging_dir, sleep=sleep, source=source
+    )
+    outcome = execution.run(items, wait=wait, on_progress=on_progress, submit=submit)
+    return dataclasses.replace(outcome, staged=tuple(dataclasses.replace(c, worker=worker_name()) for c in outcome.staged))
+
+
 class RunDriver:
     """One run of the pipeline, step by step (see the module docstring); use ``open_run``."""
 
@@ -163,6 +218,15 @@ class RunDriver:
         self.prices = prices
         self.run_name = run_name
         self.started = started
+        versions = services.versions
+        self.budget = RunBudget(
+            max_cost_usd=settings.max_cost_usd,
+            cost_of=lambda tokens_in, tokens_out, images: run_cost(
+                enrichment_model=versions.enrichment_model, embedding_model=versions.embedding_model,
+                input_tokens=tokens_in, output_tokens=tokens_out, images=images, prices=prices,
+            ),
+            prior_output_tokens=settings.max_output_tokens,
+        )
 
     @property
     def run_id(self) -> str:
@@ -215,40 +279,110 @@ class RunDriver:
             self.services.describer.check_access()
             self.services.embedder.check_access()
 
+    def invocations(self, plan: Plan) -> tuple[list[WorkItem], list[WorkItem]]:
+        """The plan's work (its first ``max_images``) split by invocation: ``(batch, on_demand)``.
+
+        ``on-demand``: everything on demand. ``batch``: everything to the batch step (which
+        calls on demand what is too little for a job). ``auto``: batch when the run has at least
+        ``batch_min_records`` records for a model a job can call (one record per image and
+        model), else on demand; on the local provider always on demand.
+        """
+        items = plan.items[: self.settings.max_images]
+        settings = self.settings
+        mode = settings.invocation
+        if mode == "on-demand" or settings.provider == "local":
+            return [], list(items)
+        if mode == "auto":
+            if len(items) < settings.batch_min_records or not batchable_kinds(self.services):
+                return [], list(items)
+            if not settings.batch_role_arn or settings.batch_location_uri is None:
+                logger.warning(
+                    "invocation auto: %d images would go to batch inference, but it is not set up (%s): on demand",
+                    len(items), "MEDIA_ENRICH_BATCH_ROLE_ARN" if not settings.batch_role_arn else "MEDIA_ENRICH_BATCH_S3_URI",
+                )
+                return [], list(items)
+        return list(items), []
+
     def chunks(self, plan: Plan) -> list[list[WorkItem]]:
-        """The plan's work in chunks of ``chunk_size`` images."""
-        return split_chunks(plan.items, self.settings.chunk_size)
+        """The plan's on-demand work in chunks of ``chunk_size`` images (its first ``max_images`` only)."""
+        return split_chunks(self.invocations(plan)[1], self.settings.chunk_size)
+
+    def batch_items(self, plan: Plan) -> list[WorkItem]:
+        """The plan's work for batch inference jobs (``run_batch``); empty on demand."""
+        return self.invocations(plan)[0]
+
+    def run_batch(
+        self, items: Sequence[WorkItem], *, wait: bool = True, on_progress: Callable[[BatchProgress], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep, submit: bool = True,
+    ) -> BatchOutcome:
+        """Enrich the batch items through batch jobs in this process (``run_batch`` with this run's job)."""
+        return run_batch(
+            self.job, items, wait=wait, on_progress=on_progress, sleep=sleep, source=self.source, submit=submit
+        )
+
+    def stopped(self, plan: Plan) -> tuple[str | None, int]:
+        """Why the run did not enrich its whole plan, and how many images it left for the next run."""
+        cap = self.settings.max_images
+        cut = max(0, len(plan.items) - cap) if cap is not None else 0
+        deferred = cut + self.budget.deferred
+        if self.budget.stopped is not None:
+            return self.budget.stopped, deferred
+        if cut:
+            return f"max_images: {cap} of the {len(plan.items)} images to enrich", deferred
+        return None, deferred
 
     def run_chunk(self, items: Sequence[WorkItem]) -> StagedChunk:
         """Enrich and stage one chunk in this process (``run_chunk`` with this run's job)."""
         return run_chunk(self.job, items)
 
-    def commit(self, staged: Sequence[StagedChunk], plan: Plan) -> CommitVersions:
+    def commit(self, staged: Sequence[StagedChunk], plan: Plan, *, batch: BatchOutcome | None = None) -> CommitVersions:
         """Commit the staged chunks (in parts of ``commit_rows`` rows) and the failure rows.
+
+        Args:
+            staged: every staged chunk of the run (on demand and batch).
+            plan: the run's plan.
+            batch: the batch step's outcome: the metadata says which invocation made the rows
+                (``invocation``, ``batch_images``, ``batch_jobs``), and the records of its jobs
+                are removed from the staging area once their rows are committed.
 
         Returns:
             The versions written (both None when there was nothing to write).
         """
         if not staged and not plan.failures:
             return CommitVersions()
-        metadata = commit_metadata(
-            run_id=self.run_id, run_name=self.run_name, versions=self.versions, plan=plan, source=self.source,
-            staged=staged,
-        )
-        return commit_run(
+        metadata = {
+            **commit_metadata(
+                run_id=self.run_id, run_name=self.run_name, versions=self.versions, plan=plan, source=self.source,
+                staged=staged,
+            ),
+            **record_summary(batch),
+        }
+        versions = commit_run(
             self.dataset, staged, plan_failures=plan.failures, metadata=metadata, commit_rows=self.settings.commit_rows
         )
+        if batch is not None and not batch.waiting:
+            remove_records(batch.record_files, storage_options=self.services.storage_options)
+        return versions
 
     def summary(
-        self, plan: Plan, staged: Sequence[StagedChunk], commit: CommitVersions, *, task_runner: str | None = None
+        self, plan: Plan, staged: Sequence[StagedChunk], commit: CommitVersions, *, task_runner: str | None = None,
+        batch: BatchOutcome | None = None,
     ) -> RunSummary:
-        """The run's summary: counts, tokens, cost, versions, rate control, retry budget, settings."""
+        """The run's summary: counts, tokens, cost (batch beside on demand), versions, rate
+        control, retry budget, settings, and why it stopped early if it did."""
+        stopped, deferred = self.stopped(plan)
+        if batch is not None and batch.waiting:
+            deferred += batch.waiting
+            stopped = stopped or (
+                f"batch: {batch.waiting} images wait for batch jobs (a later run, or media-enrich collect, finishes them)"
+            )
         return RunSummary.of_run(
             run_id=self.run_id, source=self.source, dataset=self.settings.dataset, plan=plan,
-            chunks=len(self.chunks(plan)), staged=staged, commit=commit, versions=self.versions, prices=self.prices,
+            chunks=len(self.chunks(plan)) + (len(batch.staged) if batch else 0), staged=staged, commit=commit,
+            versions=self.versions, prices=self.prices,
             duration_s=time.perf_counter() - self.started, task_runner=task_runner,
             rate_control=self.services.rate_control(), settings=self.settings.model_dump(mode="json"),
-            retries=self.services.retries.as_dict(),
+            retries=self.services.retries.as_dict(), stopped=stopped, deferred=deferred, batch=batch,
         )
 
     def close(self) -> None:
@@ -292,10 +426,11 @@ def open_run(
     prices = load_prices(settings.price_file)  # a bad price file stops the run before it pays
     job = ChunkJob(
         settings=settings, run_id=run_id, versions=None, staging_dir=Dataset(settings.dataset).staging_dir,
-        reads_s3=source.startswith("s3://"),
+        reads_s3=source.startswith("s3://") or any(r.startswith("s3://") for r in settings.allowed_roots),
+        roots=roots_for(source, settings.allowed_roots),
     )
     services = build_services(
-        settings, run_id=run_id, staging_dir=job.staging_dir, reads_s3=job.reads_s3,
+        settings, run_id=run_id, staging_dir=job.staging_dir, reads_s3=job.reads_s3, roots=job.roots,
         inputs=ServiceInputs(session=session, limiters=limiters),
     )
     with _lock:  # the chunks this process runs share these

@@ -2,8 +2,8 @@
 
 An executor turns a chunk of ``WorkItem``s into a ``ChunkResult``: an assets row per image that
 succeeded and a failure row per image that did not. What it must keep, whatever its way of
-calling the models (one image at a time per chunk thread here; a per-model window of calls in
-flight or Bedrock batch jobs next):
+calling the models (on-demand calls here, as each model's call window allows; Bedrock batch
+jobs in ``pipeline/batch.py``, which builds its rows with ``asset_row`` too):
 
 * a per-image error (unreadable image, refused request, transient provider error once its
   retries are spent, unusable answer) becomes that image's failure row and never fails the
@@ -14,15 +14,20 @@ flight or Bedrock batch jobs next):
 
 from __future__ import annotations
 
+import contextvars
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
+
 from media_enrichment.errors import CatalogAccessError, EnrichmentError, FatalProviderError, RetryableProviderError
-from media_enrichment.images import prepare_images
+from media_enrichment.images import SourceFacts, prepare_images
 from media_enrichment.pipeline.plan import ModelVersions, Reader, WorkItem, failure_row
 from media_enrichment.providers.base import Describer, Description, Embedder
 
@@ -67,6 +72,10 @@ class Executor(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Release what it holds (threads, jobs it follows) when the run's services are dropped."""
+        ...
+
 
 class _StageFailure(Exception):
     """One image failed at one stage; carries what was already paid for (the description)."""
@@ -76,11 +85,22 @@ class _StageFailure(Exception):
         self.stage, self.error, self.description = stage, error, description
 
 
+def image_threads(describer: Describer, embedder: Embedder) -> int:
+    """Images one process works on at once: 1 when both providers work one call at a time (the
+    local provider, bound by this machine's CPU), else the sum of the two models' window caps,
+    so that both windows can be full at once (an image holds a describer slot, then an
+    embedder slot)."""
+    d, e = describer.calls_in_flight, embedder.calls_in_flight
+    return 1 if max(d, e) <= 1 else d + e
+
+
 @dataclass
 class ChunkEnricher:
-    """The on-demand ``Executor``: one image at a time per chunk (read, prepare, describe, embed),
-    with one describer and one embedder; chunks run side by side on the orchestrator's threads
-    or workers.
+    """The on-demand ``Executor``: each image is read, prepared, described and embedded; a
+    chunk's images run side by side on a pool of ``threads`` shared by every chunk of the run in
+    this process, so the models' call windows (``ratecontrol.CallWindow``), not the chunks,
+    decide how many calls are in flight. With ``threads == 1`` a chunk's images run one after
+    the other in the chunk's own thread.
 
     Transient provider errors (throttling, 5xx, timeouts that outlasted the client's own retries)
     get ``transient_retries`` more passes at the end of the chunk, after a backoff with jitter;
@@ -94,6 +114,9 @@ class ChunkEnricher:
     batch: str | None = None
     transient_retries: int = 2
     retry_delay_s: float = 1.0
+    threads: int = 1
+    _pool: ThreadPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def versions(self) -> ModelVersions:
@@ -117,30 +140,70 @@ class ChunkEnricher:
         result = ChunkResult() if result is None else result
         done = {row["image_id"] for row in result.rows} | {row["image_id"] for row in result.failures}
         pending: list[tuple[WorkItem, Description | None]] = [(item, None) for item in items if item.image_id not in done]
-        if not pending:
-            return result
         for attempt in range(self.transient_retries + 1):
+            if not pending:
+                break
             if attempt:
                 time.sleep(self.retry_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
             retry: list[tuple[WorkItem, Description | None]] = []
-            for item, description in pending:
-                try:
-                    result.rows.append(self.enrich_one(item, description=description))
-                except _StageFailure as failure:
-                    if isinstance(failure.error, RetryableProviderError) and attempt < self.transient_retries:
-                        retry.append((item, failure.description))
-                    else:
-                        result.failures.append(
-                            failure_row(
-                                image_id=item.image_id, source_uri=item.source_uri, stage=failure.stage,
-                                error=failure.error, run_id=self.run_id, attempts=attempt + 1,
-                                content_sha256=item.content_sha256,
-                            )
+            for item, outcome in self._run(pending):
+                if isinstance(outcome, dict):
+                    result.rows.append(outcome)
+                elif isinstance(outcome.error, RetryableProviderError) and attempt < self.transient_retries:
+                    retry.append((item, outcome.description))
+                else:
+                    result.failures.append(
+                        failure_row(
+                            image_id=item.image_id, source_uri=item.source_uri, stage=outcome.stage,
+                            error=outcome.error, run_id=self.run_id, attempts=attempt + 1,
+                            content_sha256=item.content_sha256,
                         )
-            if not retry:
-                break
+                    )
             pending = retry
         return result
+
+    def _run(
+        self, pending: Sequence[tuple[WorkItem, Description | None]]
+    ) -> Iterator[tuple[WorkItem, dict[str, Any] | _StageFailure]]:
+        """Each pending image's row or stage failure, as they complete (on the pool, or here
+        one by one). An error no image can escape is raised at once, and the chunk's images not
+        yet started never start."""
+        if self.threads <= 1 or len(pending) == 1:
+            for item, description in pending:
+                yield item, self._attempt(item, description)
+            return
+        pool = self._thread_pool()
+        # Each image runs in a copy of the chunk's context (an orchestrator's settings and run
+        # context live in context variables, which pool threads would not see otherwise).
+        futures: dict[Future[dict[str, Any] | _StageFailure], WorkItem] = {
+            pool.submit(contextvars.copy_context().run, self._attempt, item, description): item
+            for item, description in pending
+        }
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            for future in futures:
+                future.cancel()  # only those not started: no call is abandoned half-way
+
+    def _attempt(self, item: WorkItem, description: Description | None) -> dict[str, Any] | _StageFailure:
+        try:
+            return self.enrich_one(item, description=description)
+        except _StageFailure as failure:
+            return failure
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="enrich-image")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the pool's threads once their images are done (a later chunk starts a new pool)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def enrich_one(self, item: WorkItem, *, description: Description | None = None) -> dict[str, Any]:
         """Enrich one image into an assets row.
@@ -159,7 +222,9 @@ class ChunkEnricher:
             data = self.read(item.source_uri)
             stage = "prepare"
             facts, (for_describer, for_embedder) = prepare_images(
-                data, [self.describer.image_limits, self.embedder.image_limits]
+                # The plan hashed these bytes: a file changed since carries the plan's hash,
+                # which the next run's plan no longer matches, so it is enriched again.
+                data, [self.describer.image_limits, self.embedder.image_limits], content_sha256=item.content_sha256,
             )
             del data
             stage = "describe"
@@ -171,29 +236,61 @@ class ChunkEnricher:
             raise  # no image can succeed: the credentials or the bucket are wrong
         except EnrichmentError as exc:
             raise _StageFailure(stage, exc, description) from exc
-        meta = description.metadata
-        return {
-            "image_id": item.image_id,
-            "source_uri": item.source_uri,
-            "content_sha256": facts.content_sha256,
-            "media_type": facts.media_type,
-            "width": facts.width,
-            "height": facts.height,
-            "size_bytes": facts.size_bytes,
-            "batch": item.batch or self.batch,
-            "attributes": item.attributes,
-            "title": meta.title,
-            "description": meta.description,
-            "keywords": meta.keywords,
-            "tags": meta.tags,
-            "ocr_texts": meta.ocr_texts,
-            "embedding": vector.astype("float32").tolist(),
-            "embedding_dim": int(vector.shape[0]),
-            "enrichment_model": self.describer.model_id,
-            "embedding_model": self.embedder.model_id,
-            "prompt_version": self.describer.prompt_version,
-            "input_tokens": description.input_tokens,
-            "output_tokens": description.output_tokens,
-            "run_id": self.run_id,
-            "enriched_at": datetime.now(timezone.utc),
-        }
+        return asset_row(
+            item, facts, description, vector, describer=self.describer, embedder=self.embedder, run_id=self.run_id,
+            batch=self.batch,
+        )
+
+
+def asset_row(
+    item: WorkItem,
+    facts: SourceFacts,
+    description: Description,
+    vector: np.ndarray,
+    *,
+    describer: Describer,
+    embedder: Embedder,
+    run_id: str,
+    batch: str | None = None,
+) -> dict[str, Any]:
+    """An image's assets row, however its description and vector were obtained (on demand or
+    from a batch job): one place builds rows, so both ways write the same rows.
+
+    Args:
+        item: the image.
+        facts: its source facts (``prepare_images``).
+        description: its description and the tokens it cost.
+        vector: its embedding.
+        describer, embedder: the models whose ids and prompt version the row carries.
+        run_id: the run writing the row.
+        batch: the run's batch label, for an item whose manifest gives none.
+
+    Returns:
+        The row (a dict of the assets schema's columns).
+    """
+    meta = description.metadata
+    return {
+        "image_id": item.image_id,
+        "source_uri": item.source_uri,
+        "content_sha256": facts.content_sha256,
+        "media_type": facts.media_type,
+        "width": facts.width,
+        "height": facts.height,
+        "size_bytes": facts.size_bytes,
+        "batch": item.batch or batch,
+        "attributes": item.attributes,
+        "title": meta.title,
+        "description": meta.description,
+        "keywords": meta.keywords,
+        "tags": meta.tags,
+        "ocr_texts": meta.ocr_texts,
+        "embedding": vector.astype(np.float32, copy=False),  # into Arrow as one buffer (staging)
+        "embedding_dim": int(vector.shape[0]),
+        "enrichment_model": describer.model_id,
+        "embedding_model": embedder.model_id,
+        "prompt_version": describer.prompt_version,
+        "input_tokens": description.input_tokens,
+        "output_tokens": description.output_tokens,
+        "run_id": run_id,
+        "enriched_at": datetime.now(timezone.utc),
+    }

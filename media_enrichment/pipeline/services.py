@@ -14,10 +14,10 @@ from typing import Any
 
 from media_enrichment.aws import resolve_region, s3_client
 from media_enrichment.aws import storage_options as aws_storage_options
-from media_enrichment.catalog import read_bytes
+from media_enrichment.catalog import Roots, read_bytes, roots_for
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
-from media_enrichment.pipeline.execution import ChunkEnricher, ChunkResult, Executor
+from media_enrichment.pipeline.execution import ChunkEnricher, ChunkResult, Executor, image_threads
 from media_enrichment.pipeline.plan import ModelVersions, Reader
 from media_enrichment.pipeline.retries import RetryBudget
 from media_enrichment.providers import build_providers
@@ -57,11 +57,18 @@ class RunServices:
     #: Results of chunks whose staging failed, by chunk key: a retry of the chunk in this
     #: process stages them without calling a model again.
     unstaged: dict[str, ChunkResult] = field(default_factory=dict, repr=False)
+    #: The boto3 session the run's clients were made from (the orchestrator's, or None: boto3's
+    #: standard chain); batch inference makes its control-plane and S3 clients from it.
+    session: Any = field(default=None, repr=False)
 
     @property
     def versions(self) -> ModelVersions:
         """The models and prompt of the rows these services write."""
         return self.executor.versions
+
+    def close(self) -> None:
+        """Release the executor's threads."""
+        self.executor.close()
 
     def rate_control(self) -> dict[str, Any]:
         """The rate gates' statistics per provider that has one (Bedrock)."""
@@ -79,6 +86,7 @@ def build_services(
     staging_dir: str,
     reads_s3: bool,
     inputs: ServiceInputs = ServiceInputs(),
+    roots: Roots | None = None,
 ) -> RunServices:
     """Wire a run's services from its settings.
 
@@ -88,6 +96,8 @@ def build_services(
         staging_dir: the dataset's staging area (a local folder or an ``s3://`` prefix).
         reads_s3: the catalogue's images are on S3, so the reader needs a client.
         inputs: the orchestrator's session and shared rate limiters.
+        roots: where the reader may read (``catalog.roots_for`` of the run's source); None:
+            only the ``allowed_roots`` setting.
 
     Returns:
         The services.
@@ -98,7 +108,8 @@ def build_services(
     session = inputs.session
     describer, embedder = build_providers(settings, limiters=inputs.limiters, session=session)
     s3 = s3_client(settings, session=session) if reads_s3 else None
-    read = partial(read_bytes, s3_client=s3)
+    confined = roots if roots is not None else roots_for("", settings.allowed_roots)
+    read = partial(read_bytes, s3_client=s3, roots=confined, max_bytes=settings.max_image_bytes)
     retries = RetryBudget.from_settings(settings)
     executor = ChunkEnricher(
         describer=describer,
@@ -107,11 +118,12 @@ def build_services(
         run_id=run_id,
         transient_retries=retries.transient_retries,
         retry_delay_s=retries.pass_delay_s,
+        threads=image_threads(describer, embedder),
     )
     options = aws_storage_options(session) if session is not None and is_remote(staging_dir) else {}
     return RunServices(
         describer=describer, embedder=embedder, read=read, executor=executor, retries=retries, s3=s3,
-        storage_options=options,
+        storage_options=options, session=session,
     )
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from media_enrichment import storage
@@ -41,8 +42,19 @@ def chunk_key(items: Sequence[WorkItem], versions: ModelVersions) -> str:
 
 
 def assets_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Assets rows (dicts) as a table of the assets schema."""
-    return pa.Table.from_pylist(list(rows), schema=ASSETS_SCHEMA)
+    """Assets rows (dicts) as a table of the assets schema.
+
+    Vectors (float32 arrays, or lists) go into Arrow as one buffer, not as Python floats:
+    ``from_pylist`` would box every float of every vector."""
+    field = ASSETS_SCHEMA.field("embedding")
+    others = pa.schema([f for f in ASSETS_SCHEMA if f.name != "embedding"])
+    table = pa.Table.from_pylist([{k: v for k, v in row.items() if k != "embedding"} for row in rows], schema=others)
+    vectors = [np.asarray(row["embedding"], dtype=np.float32) for row in rows]
+    offsets = np.zeros(len(vectors) + 1, dtype=np.int32)
+    np.cumsum([v.size for v in vectors], out=offsets[1:])
+    values = np.concatenate(vectors) if vectors else np.zeros(0, dtype=np.float32)
+    column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()), type=field.type)
+    return table.add_column(ASSETS_SCHEMA.get_field_index("embedding"), field, column)
 
 
 def failures_table(rows: Sequence[dict[str, Any]]) -> pa.Table:

@@ -48,6 +48,12 @@ class Describer(ABC):
     def check_access(self) -> None:
         """Raise ``FatalProviderError`` if no image could be described (no access, unknown model)."""
 
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls this provider can usefully have in flight at once in one process: 1 by default
+        (it works one image at a time, e.g. on this machine's CPU); a remote model's window cap."""
+        return 1
+
 
 class Embedder(ABC):
     """Image or text -> one vector in a shared space."""
@@ -99,3 +105,9 @@ class Embedder(ABC):
 
     def check_access(self) -> None:
         """Raise ``FatalProviderError`` if no image could be embedded."""
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls this provider can usefully have in flight at once in one process: 1 by default
+        (it works one image at a time, e.g. on this machine's CPU); a remote model's window cap."""
+        return 1

@@ -7,7 +7,8 @@ Where each piece is:
 
 - ``ratecontrol.buckets``: the ``Limiter`` protocol (a blocking ``acquire(amount)``) and
   ``TokenBucket``, the local limiter for requests and tokens per minute.
-- ``ratecontrol.adaptive``: ``AdaptiveConcurrency``, the AIMD window of calls in flight.
+- ``ratecontrol.window``: ``CallWindow``, each model's window of calls in flight (Little's law
+  from measured latency, AIMD back-off on throttling, a cap).
 - ``ratecontrol.gate``: ``ModelGate``, what one model's calls pass through (slot, request,
   tokens), and ``build_gates``, which makes the describer's and embedder's gates from settings.
 - ``media_enrichment_prefect.tasks.limits``: ``PrefectRateLimiter``, a ``Limiter`` backed by a
@@ -24,17 +25,18 @@ Where each piece is:
 
 from __future__ import annotations
 
-from media_enrichment.ratecontrol.adaptive import THROTTLE_TOLERANCE, THROTTLE_WINDOW, AdaptiveConcurrency
+from media_enrichment.ratecontrol.window import THROTTLE_TOLERANCE, THROTTLE_WINDOW, CallWindow
 from media_enrichment.ratecontrol.buckets import Limiter, TokenBucket
-from media_enrichment.ratecontrol.gate import LIMIT_NAMES, ModelGate, build_gates
+from media_enrichment.ratecontrol.gate import LIMIT_NAMES, ModelGate, build_gates, calls_in_flight
 
 __all__ = [
     "LIMIT_NAMES",
     "THROTTLE_TOLERANCE",
     "THROTTLE_WINDOW",
-    "AdaptiveConcurrency",
+    "CallWindow",
     "Limiter",
     "ModelGate",
     "TokenBucket",
     "build_gates",
+    "calls_in_flight",
 ]

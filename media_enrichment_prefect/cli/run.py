@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, get_args
 
 import typer
 import typer.core
 from rich.table import Table
 
 from media_enrichment.catalog import load_catalog
-from media_enrichment.config import Settings, build_settings, env_name
+from media_enrichment.config import InvocationName, Settings, build_settings, env_name
 from media_enrichment.errors import ConfigError, EnrichmentError
 from media_enrichment_prefect.cli.app import DEFAULT_DATASET, DatasetOpt, _fail, app, console
 from media_enrichment_prefect.cli.running import prepare_prefect_environment, run_flow_with_progress
@@ -33,11 +33,22 @@ def _print_summary(result: dict[str, Any]) -> None:
     ):
         value = getattr(summary, key)
         table.add_row(key, "-" if value is None else str(value))
+    if summary.batch_jobs or summary.invocation != "on-demand":
+        # The batch part's cost beside what the same work costs on demand.
+        for key in ("invocation", "batch_jobs", "batch_images", "batch_on_demand", "batch_cost_usd", "batch_on_demand_cost_usd"):
+            value = getattr(summary, key)
+            table.add_row(key, "-" if value is None else str(value))
+    if summary.stopped:
+        table.add_row("stopped", f"{summary.stopped}; {summary.deferred} images left for the next run")
     console.print(table)
 
 
+#: Settings whose option is not named after them.
+_OPTIONS = {"max_cost_usd": "--max-cost", "allowed_roots": "--allow-root"}
+
+
 def _option_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
+    return _OPTIONS.get(field) or "--" + field.replace("_", "-")
 
 
 def _settings(**given: Any) -> Settings:
@@ -57,6 +68,19 @@ def _setting_help(field: str, text: str | None = None, *, unset: str = "none") -
     default = info.default
     shown = unset if default is None else str(default).lower() if isinstance(default, bool) else str(default)
     return f"{text or info.description} (default: ${env_name(field)}, else {shown})"
+
+
+_ALLOW_ROOT_HELP = (
+    "A folder or s3://bucket/prefix the catalogue's paths may also point into, besides the manifest's own folder "
+    "or prefix (repeatable); paths anywhere else are failure rows, never read "
+    f"(default: ${env_name('allowed_roots')}, comma- or {os.pathsep!r}-separated, else none)."
+)
+
+
+def _roots(given: list[str] | None) -> list[str] | None:
+    """``--allow-root`` values, local ones made absolute here (the run may execute elsewhere)."""
+    roots = [root.strip() for root in given or () if root.strip()]  # a blank one is not the current folder
+    return [root if "://" in root else os.path.abspath(os.path.expanduser(root)) for root in roots] or None
 
 
 def _check_run(source: str, settings: Settings) -> None:
@@ -95,6 +119,10 @@ def run(
     concurrency: Annotated[Optional[int], typer.Option(help=_setting_help("concurrency"))] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help=_setting_help("embedding_dim"))] = None,
     limit: Annotated[Optional[int], typer.Option(help=_setting_help("limit", unset="no limit"))] = None,
+    max_images: Annotated[Optional[int], typer.Option(help=_setting_help("max_images", unset="no limit"))] = None,
+    max_cost: Annotated[
+        Optional[float], typer.Option("--max-cost", metavar="USD", help=_setting_help("max_cost_usd", unset="no limit"))
+    ] = None,
     force: Annotated[Optional[bool], typer.Option(help=_setting_help("force"))] = None,
     batch: Annotated[
         Optional[str], typer.Option(help=_setting_help("batch", "Batch label stored on each row.", unset="the source's name"))
@@ -105,6 +133,19 @@ def run(
         Optional[str], typer.Option(help=_setting_help("dask_address", unset="a local cluster per run"))
     ] = None,
     dask_workers: Annotated[Optional[int], typer.Option(help=_setting_help("dask_workers"))] = None,
+    allow_root: Annotated[
+        Optional[list[str]], typer.Option("--allow-root", metavar="DIR", help=_ALLOW_ROOT_HELP)
+    ] = None,
+    invocation: Annotated[
+        Optional[str], typer.Option(help=_setting_help("invocation", "'on-demand', 'batch' (Bedrock batch jobs) or 'auto'."))
+    ] = None,
+    no_wait: Annotated[
+        bool,
+        typer.Option(
+            "--no-wait",
+            help="Submit and record the batch jobs, then return; the next run of the same work follows them.",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Enrich a catalogue into the dataset (skips images already enriched with the same models).
@@ -114,7 +155,8 @@ def run(
     given = {
         "dataset": dataset, "provider": provider, "chunk_size": chunk_size, "concurrency": concurrency,
         "embedding_dim": embedding_dim, "limit": limit, "force": force, "batch": batch,
-        "retry_failures": retry_failures, "task_runner": task_runner,
+        "retry_failures": retry_failures, "task_runner": task_runner, "allowed_roots": _roots(allow_root),
+        "max_images": max_images, "max_cost_usd": max_cost, "invocation": invocation,
     }
     cluster = {"dask_address": dask_address, "dask_workers": dask_workers}
     # Everything that can be refused is, before Prefect starts and before any model is called.
@@ -124,8 +166,39 @@ def run(
         if value is not None:
             os.environ[env_name(name)] = str(value)
     prepare_prefect_environment(verbose=verbose)
-    summary = run_flow_with_progress(source=source, **{k: v for k, v in given.items() if v is not None})
+    extra = {"wait_for_batch": False} if no_wait else {}
+    summary = run_flow_with_progress(source=source, **{k: v for k, v in given.items() if v is not None}, **extra)
     _print_summary(summary)
+
+
+@app.command()
+def collect(
+    dataset: Annotated[
+        Optional[str], typer.Option("--dataset", "-d", help=_setting_help("dataset", "Dataset root (local folder or s3:// URI)."))
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+) -> None:
+    """Follow the batch jobs recorded in the dataset (by `run --no-wait`, or a run that died) and commit their rows.
+
+    Each recorded run's catalogue is planned again with the current settings; only images whose
+    records are in a recorded job are enriched, and no job is submitted.
+    """
+    from media_enrichment.dataset import Dataset
+    from media_enrichment.pipeline.batch import recorded_runs
+
+    settings = _settings(dataset=dataset, provider="bedrock", invocation="batch")
+    runs = recorded_runs(Dataset(settings.dataset).staging_dir)
+    work = list(dict.fromkeys((run.source, run.batch) for run in runs if run.source))
+    if not work:
+        console.print(f"No batch jobs recorded in {settings.dataset}.")
+        return
+    prepare_prefect_environment(verbose=verbose)
+    for source, batch in work:
+        given = {"dataset": settings.dataset, "provider": "bedrock", "invocation": "batch", "batch": batch}
+        summary = run_flow_with_progress(
+            source=source, **{k: v for k, v in given.items() if v is not None}, collect_only=True
+        )
+        _print_summary(summary)
 
 
 @app.command()
@@ -191,6 +264,20 @@ def backfill(
         Optional[str], typer.Option(help="'local' or 'bedrock' (default: the settings of the process running it).")
     ] = None,
     deployment: Annotated[str, typer.Option(help="The enrichment deployment to run.")] = "enrich-catalog/backfill",
+    allow_root: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--allow-root", metavar="DIR",
+            help=_ALLOW_ROOT_HELP.replace("(default:", "(sent with every run; default: the running process's"),
+        ),
+    ] = None,
+    invocation: Annotated[
+        Optional[str],
+        typer.Option(
+            help="'on-demand', 'batch' (Bedrock batch jobs) or 'auto', sent with every run (default: the deployment's, "
+            "auto for the backfill deployment, else the running process's MEDIA_ENRICH_INVOCATION)."
+        ),
+    ] = None,
 ) -> None:
     """Launch one flow run per batch through the backfill deployment; repeating it runs nothing twice.
 
@@ -199,7 +286,11 @@ def backfill(
     """
     from datetime import date
 
-    settings = _settings(dataset=dataset, provider=provider)
+    roots = _roots(allow_root)
+    settings = _settings(dataset=dataset, provider=provider, allowed_roots=roots)
+    if invocation is not None and invocation not in get_args(InvocationName):
+        # Only its spelling: the rest (role, S3 location) is the running process's settings.
+        _fail(ConfigError(f"--invocation: must be 'on-demand', 'batch' or 'auto' (got {invocation})"))
     prepare_prefect_environment()
     from prefect.exceptions import ObjectNotFound
 
@@ -218,7 +309,11 @@ def backfill(
         s3 = s3_client(settings)
     check_backfill_source(source, labels, s3_client=s3)  # before any run is created
     try:
-        runs = launch_backfill(source=source, batch_list=labels, dataset=dataset, provider=provider, deployment=deployment)
+        runs = launch_backfill(
+            source=source, batch_list=labels, dataset=dataset, provider=provider, deployment=deployment,
+            # Only what was given: the rest is the deployment's, then the running process's settings.
+            parameters={"allowed_roots": roots, **({"invocation": invocation} if invocation else {})},
+        )
     except ObjectNotFound:
         _fail(EnrichmentError(
             f"deployment {deployment} not found: run `media-enrich serve` (or `prefect deploy`) against the Prefect "
@@ -243,7 +338,7 @@ def estimate(
 ) -> None:
     """Estimate the image tokens and cost of enriching a catalogue with Bedrock, calling no model."""
     from media_enrichment.aws import s3_client
-    from media_enrichment.catalog import read_bytes
+    from media_enrichment.catalog import read_bytes, roots_for
     from media_enrichment.cost import estimate_catalog, load_prices
     from media_enrichment.tokens import text_tokens
     from media_enrichment.prompts import load_prompt
@@ -259,10 +354,11 @@ def estimate(
         )
         client = s3_client(settings) if source.startswith("s3://") else None
         catalog = load_catalog(source, s3_client=client, limit=limit)
+        roots = roots_for(source, settings.allowed_roots)  # what a run would read, and no more
         template = load_prompt(prompt or settings.prompt_file)
         result = estimate_catalog(
             catalog,
-            read=lambda uri: read_bytes(uri, s3_client=client),
+            read=lambda uri: read_bytes(uri, s3_client=client, roots=roots, max_bytes=settings.max_image_bytes),
             enrichment_model=describer,
             embedding_model=settings.embedder_model_id,
             prompt_tokens_per_image=text_tokens(template.text) + text_tokens(json.dumps(METADATA_TOOL)),
@@ -281,6 +377,9 @@ def estimate(
         "prompt tokens": result.prompt_tokens,
         "output tokens (assumed)": result.output_tokens,
         "estimated cost (USD)": "unknown model price" if result.cost_usd is None else f"{result.cost_usd:.4f}",
+        "with batch inference (USD)": (
+            "no batch price" if result.batch_cost_usd is None else f"{result.batch_cost_usd:.4f}"
+        ),
     }
     for key, value in rows.items():
         table.add_row(key, str(value))

@@ -1,0 +1,291 @@
+"""The call window: how many calls to one model may be in flight, found from the service's answers.
+
+``CallWindow`` is a semaphore whose limit moves:
+
+- **Growth (slow start).** It starts at ``initial`` and grows by one per completed call (so it
+  doubles every round trip) up to its target:
+
+  - with a known rate (``rate()``: the calls per second the gate's token buckets allow),
+    Little's law: ``ceil(rate × latency × headroom) + 1`` calls, ``latency`` being the
+    moving average of the calls' measured latency, so the window carries the rate and no more;
+  - without one (no quota set, or a limiter shared through Prefect whose rate is not known
+    here): the cap, while each round trip's completed calls per second keep rising with the
+    window (by at least ``PLATEAU_GAIN``: the time per image keeps falling). When a larger
+    window brings no more calls per second (the service or this machine's CPU is the limit, or
+    the rate limiter makes calls wait) the window holds; it grows again if the rate rises
+    later.
+
+- **Back-off (AIMD).** Sustained throttling halves the limit, at most once per ``cooldown_s``
+  (with ``tolerance``, throttling that stays below that share of the last ``window`` outcomes
+  is ignored: botocore retries it anyway); growth after a cut is additive, one per ``limit``
+  calls.
+
+- **Cap.** Never above ``max_in_flight`` (``Settings.concurrency``, 32 calls per model by
+  default): a run with nothing set cannot have more calls to a model in flight than that.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from media_enrichment.ratecontrol.buckets import Clock
+
+__all__ = ["HEADROOM", "INITIAL_WINDOW", "PLATEAU_GAIN", "THROTTLE_TOLERANCE", "THROTTLE_WINDOW", "CallWindow"]
+
+#: Share of throttled calls among the last ``THROTTLE_WINDOW`` that ``build_gates`` tolerates
+#: before cutting the window: sporadic throttling is retried by botocore; cutting the window for
+#: it would starve the run (AIMD under random loss settles far below the quota).
+THROTTLE_TOLERANCE = 0.15
+THROTTLE_WINDOW = 50
+
+#: Calls in flight a window starts with (it doubles every round trip from there).
+INITIAL_WINDOW = 4
+#: Little's law target's margin over rate × latency (latency jitter, the gate's own waits).
+HEADROOM = 1.25
+#: Without a known rate, a round trip must complete this many times the best calls per second
+#: so far for the window to keep growing (slow start doubles it: an unsaturated service answers
+#: about twice as many).
+PLATEAU_GAIN = 1.2
+#: Weight of a new sample in the latency's moving average.
+_EWMA = 0.1
+
+
+class CallWindow:
+    """A semaphore whose limit is the window of calls in flight (see the module docstring).
+
+    Feed it: ``observe(latency_s, rate_waited=...)`` after each completed call (growth),
+    ``on_throttle()`` / ``on_success()`` after each HTTP attempt (back-off).
+    """
+
+    def __init__(
+        self,
+        max_in_flight: int,
+        *,
+        min_in_flight: int = 1,
+        initial: int | None = None,
+        rate: Callable[[], float | None] | None = None,
+        cooldown_s: float = 1.0,
+        decrease: float = 0.5,
+        tolerance: float = 0.0,
+        window: int = THROTTLE_WINDOW,
+        clock: Clock = time.monotonic,
+    ):
+        """Create the window.
+
+        Args:
+            max_in_flight: the cap.
+            min_in_flight: the floor, at least 1.
+            initial: the starting limit (default: the cap, which makes a fixed window that
+                only throttling moves, until ``observe`` is fed; ``build_gates`` starts at
+                ``INITIAL_WINDOW``).
+            rate: the calls per second the rate limits allow, or None when unknown (Little's
+                law needs it; without it the window grows to the cap while latency holds).
+            cooldown_s: least time between two cuts.
+            decrease: factor applied on a cut (0 < decrease < 1).
+            tolerance: share of throttled outcomes tolerated without a cut (0: any throttle cuts).
+            window: outcomes considered for ``tolerance``.
+            clock: monotonic clock in seconds (injectable for tests).
+
+        Raises:
+            ValueError: inconsistent bounds.
+        """
+        if min_in_flight < 1 or max_in_flight < min_in_flight:
+            raise ValueError(f"need 1 <= min_in_flight <= max_in_flight, got {min_in_flight}, {max_in_flight}")
+        if not 0 < decrease < 1:
+            raise ValueError("decrease must be between 0 and 1")
+        if not 0 <= tolerance < 1:
+            raise ValueError("tolerance must be within [0, 1)")
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.max_in_flight = int(max_in_flight)
+        self.min_in_flight = int(min_in_flight)
+        start = self.max_in_flight if initial is None else int(initial)
+        self._limit = min(self.max_in_flight, max(self.min_in_flight, start))
+        self._rate = rate
+        self.cooldown_s = float(cooldown_s)
+        self.decrease = float(decrease)
+        self.tolerance = float(tolerance)
+        self.window = int(window)
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._credit = 0  # completions since the limit last moved (additive steps)
+        self._recent: deque[bool] = deque(maxlen=self.window)  # True = throttled
+        self._last_cut = -math.inf
+        self._slow_start = True  # until the first cut
+        self._latency: float | None = None  # moving average, seconds
+        self._growing = True  # without a known rate: until the calls per second stop rising
+        self._epoch_started: float | None = None  # the current round trip's start
+        self._epoch_calls = 0
+        self._epoch_size = INITIAL_WINDOW
+        self._best_rate = 0.0  # most calls per second completed in a round trip
+        self._best_window = self._limit  # the window during that round trip
+        self.cuts = 0
+        self.increases = 0
+        self.lowest = self._limit
+        self.highest = self._limit
+        self.waits = 0
+        self.peak_in_flight = 0
+        self.plateaus = 0
+
+    @property
+    def limit(self) -> int:
+        """The current limit."""
+        with self._cond:
+            return self._limit
+
+    @property
+    def in_flight(self) -> int:
+        """Slots held now."""
+        with self._cond:
+            return self._in_flight
+
+    @property
+    def latency_s(self) -> float | None:
+        """The calls' moving-average latency (None before the first observed call)."""
+        with self._cond:
+            return self._latency
+
+    def target(self) -> int:
+        """Where growth stops now: Little's law with a known rate, else the cap."""
+        with self._cond:
+            return self._target()
+
+    def _target(self) -> int:
+        rate = self._rate() if self._rate is not None else None
+        if rate is None or self._latency is None:
+            return self.max_in_flight
+        needed = math.ceil(rate * self._latency * HEADROOM) + 1
+        return min(self.max_in_flight, max(self.min_in_flight, needed))
+
+    def acquire(self, timeout: float | None = None) -> bool:
+        """Wait for a slot.
+
+        Args:
+            timeout: seconds to wait at most (None: no limit).
+
+        Returns:
+            Whether a slot was taken (False only on timeout).
+        """
+        with self._cond:
+            if self._in_flight >= self._limit:
+                self.waits += 1
+                if not self._cond.wait_for(lambda: self._in_flight < self._limit, timeout):
+                    return False
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._cond:
+            if self._in_flight <= 0:
+                raise RuntimeError("release() without acquire()")
+            self._in_flight -= 1
+            self._cond.notify()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot for the duration of the block."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def observe(self, latency_s: float, *, rate_waited: bool = False) -> None:
+        """One call completed: record its latency and maybe move the limit toward its target.
+
+        Args:
+            latency_s: the call's latency (sent to answered, botocore's retries included).
+            rate_waited: the rate limiter made this call wait (the rate is reached).
+        """
+        with self._cond:
+            now = self._clock()
+            self._latency = latency_s if self._latency is None else (1 - _EWMA) * self._latency + _EWMA * latency_s
+            known_rate = self._rate is not None and self._rate() is not None
+            target = self._target()
+            self._credit += 1
+            if not known_rate:
+                self._round_trip(now)
+            if self._limit > target:  # the rate needs fewer calls in flight than the window holds
+                self._set(max(target, self._limit - 1))
+                return
+            if self._limit >= target or (not known_rate and (rate_waited or not self._growing)):
+                return
+            if self._slow_start or self._credit >= self._limit:
+                self._set(self._limit + 1)
+
+    def _round_trip(self, now: float) -> None:
+        """Count a completion in the current round trip (``limit`` completions); at its end,
+        compare its calls per second with the best so far: grow on, or hold."""
+        if self._epoch_started is None:
+            self._start_round_trip(now)
+            return
+        self._epoch_calls += 1
+        if self._epoch_calls < self._epoch_size:
+            return
+        elapsed = now - self._epoch_started
+        rate = self._epoch_calls / elapsed if elapsed > 0 else math.inf
+        started_at = self._epoch_size
+        self._start_round_trip(now)
+        if rate >= PLATEAU_GAIN * self._best_rate:
+            self._best_rate = rate
+            self._best_window = math.ceil((started_at + self._limit) / 2)  # what carried that rate
+            self._growing = True
+        elif self._growing and self._limit < self.max_in_flight:
+            # A larger window brought no more calls per second: back to the one that did as well.
+            self._growing = False
+            self.plateaus += 1
+            if self._best_window < self._limit:
+                self._set(self._best_window)
+
+    def _start_round_trip(self, now: float) -> None:
+        # A round trip is as many completions as calls in flight at its start.
+        self._epoch_started, self._epoch_calls = now, 0
+        self._epoch_size = max(INITIAL_WINDOW, self._limit)
+
+    def _set(self, limit: int) -> None:
+        grew = limit > self._limit
+        self._limit = limit
+        self._credit = 0
+        if grew:
+            self.increases += 1
+            self.highest = max(self.highest, limit)
+            self._cond.notify(limit)
+        self.lowest = min(self.lowest, limit)
+
+    def on_throttle(self) -> bool:
+        """Record a throttled attempt; maybe cut the limit.
+
+        Returns:
+            Whether the limit was cut.
+        """
+        with self._cond:
+            self._recent.append(True)
+            now = self._clock()
+            if now - self._last_cut < self.cooldown_s:
+                return False
+            if sum(self._recent) <= self.tolerance * self.window:
+                return False
+            new = max(self.min_in_flight, int(self._limit * self.decrease))
+            self._last_cut = now
+            self._recent.clear()
+            self._slow_start = False
+            if new == self._limit:
+                return False
+            self._set(new)
+            self.cuts += 1
+            return True
+
+    def on_success(self) -> None:
+        """Record an attempt that was not throttled (for the throttling share)."""
+        self._recent.append(False)  # a bounded deque's append is atomic: no lock on the hot path
+
+    def __repr__(self) -> str:
+        return f"CallWindow(limit={self.limit}, max_in_flight={self.max_in_flight})"
