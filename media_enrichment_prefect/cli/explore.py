@@ -143,6 +143,8 @@ def heatmap(
         _fail(exc)
     shown = min(max_images, len(index))
     table = Table(title="Similarity heatmap", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # a long path folds onto more lines, never cut short
     table.add_row("file", str(written))
     table.add_row("images", f"{shown} of {len(index)}" + (" (first by image_id)" if shown < len(index) else ""))
     table.add_row("embedding_model", f"{index.embedding_model} ({index.dim} dims)")
