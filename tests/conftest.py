@@ -167,3 +167,28 @@ def cli(prefect_server):
         )
 
     return run
+
+
+@pytest.fixture
+def s3(aws_env):
+    """moto's S3 server on loopback (``AWS_ENDPOINT_URL_S3``), emptied, with a bucket ``media``
+    (the batch tests' input and output location). Test files with S3 needs of their own define
+    their own ``s3`` fixture."""
+    import socket
+    import urllib.request
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
+    aws_env.setenv("AWS_ENDPOINT_URL_S3", url)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="media")
+    yield client
+    server.stop()

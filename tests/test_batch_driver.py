@@ -6,11 +6,9 @@ import io
 import json
 import os
 import re
-import socket
 import urllib.request
 from dataclasses import replace
 
-import boto3
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,28 +24,6 @@ ROLE = "arn:aws:iam::123456789012:role/BedrockBatch"
 FAST = BatchPlan(state_seconds=0.02, in_progress_seconds=0.02, min_records=10)
 IMAGES = 24
 
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def s3(aws_env):
-    """moto's S3 server on loopback (AWS_ENDPOINT_URL_S3), emptied, with a bucket ``media``."""
-    from moto.server import ThreadedMotoServer
-
-    port = _port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
-    aws_env.setenv("AWS_ENDPOINT_URL_S3", url)
-    client = boto3.client("s3")
-    client.create_bucket(Bucket="media")
-    yield client
-    server.stop()
 
 
 @pytest.fixture

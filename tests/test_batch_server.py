@@ -6,9 +6,7 @@ import base64
 import io
 import json
 import re
-import socket
 import time
-import urllib.request
 
 import boto3
 import pytest
@@ -24,28 +22,6 @@ TITAN = "amazon.titan-embed-image-v1"
 ROLE = "arn:aws:iam::123456789012:role/BedrockBatch"
 FAST = {"state_seconds": 0.02, "in_progress_seconds": 0.02}
 
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def s3(aws_env):
-    """moto's S3 server on loopback, boto3 pointed at it (AWS_ENDPOINT_URL_S3), bucket ``media``."""
-    from moto.server import ThreadedMotoServer
-
-    port = _port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
-    aws_env.setenv("AWS_ENDPOINT_URL_S3", url)
-    client = boto3.client("s3")
-    client.create_bucket(Bucket="media")
-    yield client
-    server.stop()
 
 
 @pytest.fixture
