@@ -378,6 +378,29 @@ def test_fault_plan_is_validated_and_seeded():
     assert answers_only.draw(claude=False, followup=False) is None
 
 
+def test_fault_plan_faults_chosen_images_whatever_the_order(aws_env):
+    from media_enrichment.testing.content import ImageFacts
+
+    wide, narrow = ImageFacts("a" * 64, "image/png", 48, 8, "red"), ImageFacts("b" * 64, "image/png", 52, 8, "red")
+    plan = FaultPlan(by_image=lambda facts: {48: "throttle_rate", 52: "refusal_rate"}.get(facts.width))
+    assert [plan.draw(claude=True, followup=False, images=(wide,)) for _ in range(5)] == ["throttle_rate"] * 5
+    assert plan.draw(claude=True, followup=True, images=(narrow,)) == "refusal_rate"
+    assert plan.draw(claude=False, followup=False, images=(narrow,)) is None  # no answer fault for Titan
+    assert plan.draw(claude=True, followup=False) is None  # no image, no random rate: no fault
+    typo = FaultPlan(by_image=lambda facts: "throttle")
+    with pytest.raises(ValueError, match="not a FaultPlan rate field"):
+        typo.draw(claude=True, followup=False, images=(wide,))
+    # Through the server: every Titan request about the 48-pixel image is throttled.
+    image = base64.b64encode(encode(size=(48, 8))).decode()
+    with BedrockServer(faults=FaultPlan(by_image=lambda f: "throttle_rate" if f.width == 48 else None), max_lifetime=60) as srv:
+        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+        for _ in range(3):
+            with pytest.raises(ClientError) as info:
+                invoke(client(), TITAN, {"inputImage": image})
+            assert info.value.response["Error"]["Code"] == "ThrottlingException"
+        assert len(invoke(client(), TITAN, {"inputText": "text is not an image"})["embedding"]) == 1024
+
+
 def test_server_is_loopback_only_and_stops_itself(aws_env):
     with pytest.raises(ValueError):
         BedrockServer(host="0.0.0.0")

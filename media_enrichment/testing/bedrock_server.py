@@ -298,17 +298,18 @@ class BedrockServer:
 
     # -- what the model handlers share -----------------------------------------------------
 
-    def draw_fault(self, family: str, *, followup: bool = False) -> str | None:
+    def draw_fault(self, family: str, *, followup: bool = False, images: tuple[Any, ...] = ()) -> str | None:
         """Draw a request's fault: raise it if it is an error, then wait the family's latency.
 
         Args:
             family: ``anthropic`` (answer faults may apply), ``titan`` or ``nova``.
             followup: whether the request is a corrective follow-up turn.
+            images: the request's image facts (for the plan's per-image faults).
 
         Returns:
             The fault for ``deliver`` (an answer fault or a stall), or None.
         """
-        fault = self.faults.draw(claude=family == "anthropic", followup=followup)
+        fault = self.faults.draw(claude=family == "anthropic", followup=followup, images=images)
         self.faults.raise_transport(fault)
         self._sleep(self.faults.latency_for(family))
         return fault

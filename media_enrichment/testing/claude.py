@@ -266,7 +266,7 @@ def handle_claude(server: BedrockServer, model_id: str, body: dict[str, Any], re
         turns=turns,
         max_tokens=max_tokens,
     )
-    fault = server.draw_fault("anthropic", followup=turns > 1)
+    fault = server.draw_fault("anthropic", followup=turns > 1, images=tuple(facts))
 
     input_tokens = max(1, math.ceil(text_chars / 4)) + sum(_image_tokens(f.width, f.height) for f in facts)
     metadata = metadata_for(facts[0]) if facts else dict(_NO_IMAGE)

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ _ANSWER_FAULTS = (
 )
 #: Answer fault (``FaultPlan`` field) -> the outcome a request with it is counted under.
 ANSWER_OUTCOMES = dict(_ANSWER_FAULTS)
+_FAULT_NAMES = frozenset(name for name, *_ in _TRANSPORT_FAULTS) | frozenset(ANSWER_OUTCOMES)
 
 
 @dataclass
@@ -75,6 +76,11 @@ class FaultPlan:
     hostile_rate: float = 0.0
     #: Whether answer faults also hit corrective follow-up turns (requests with >1 message).
     faults_on_followups: bool = True
+    #: A deterministic fault per image, before any random draw: called with a request's image
+    #: facts (``ImageFacts``: sha256, media type, width, height), it returns a fault field name
+    #: (``"throttle_rate"``, ``"refusal_rate"``, ...) for every request about that image, or None.
+    #: For tests that need a given image to fail whatever order the requests arrive in.
+    by_image: Callable[[Any], str | None] | None = None
     #: Requests per minute allowed per model id (429 ThrottlingException beyond); None = no quota.
     rpm_quota: int | None = None
     #: The quota is enforced over a sliding window of this many seconds, allowing
@@ -103,16 +109,25 @@ class FaultPlan:
         self._lock = threading.Lock()
         self._rng = random.Random(self.seed)
 
-    def draw(self, *, claude: bool, followup: bool) -> str | None:
+    def draw(self, *, claude: bool, followup: bool, images: tuple[Any, ...] = ()) -> str | None:
         """Pick the fault for one request (or None).
 
         Args:
             claude: whether answer faults may apply.
             followup: whether the request is a corrective follow-up turn.
+            images: the request's image facts, for ``by_image``.
 
         Returns:
             The ``FaultPlan`` field name of the fault, or ``None``.
         """
+        if self.by_image is not None:
+            for facts in images:
+                fault = self.by_image(facts)
+                if fault is not None and fault not in _FAULT_NAMES:
+                    raise ValueError(f"by_image returned {fault!r}, not a FaultPlan rate field")
+                if fault is not None:
+                    # An answer fault has no meaning for an embedding model: it answers normally.
+                    return None if not claude and fault in ANSWER_OUTCOMES else fault
         with self._lock:
             u = self._rng.random()
         edge = 0.0

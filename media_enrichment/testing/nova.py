@@ -124,7 +124,7 @@ def handle_nova(server: BedrockServer, model_id: str, body: dict[str, Any], rec:
     else:
         facts = _image(server, content, f"{where}/image", rec)
 
-    fault = server.draw_fault("nova")
+    fault = server.draw_fault("nova", images=() if facts is None else (facts,))
     vector = image_vector(facts, dim) if facts is not None else text_vector(text or "", dim)
     item: dict[str, Any] = {
         "embeddingType": "IMAGE" if facts is not None else "TEXT",

@@ -73,7 +73,7 @@ def handle_titan(server: BedrockServer, model_id: str, body: dict[str, Any], rec
         facts = server.facts.facts_for(data, actual, size=(width, height))
         rec.update(media_types=(actual,), image_sha256=(facts.sha256,))
     rec.update(dims=dim, has_text=text is not None)
-    fault = server.draw_fault("titan")
+    fault = server.draw_fault("titan", images=() if facts is None else (facts,))
     parts = []
     if facts is not None:
         parts.append(image_vector(facts, dim))
