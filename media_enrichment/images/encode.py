@@ -9,6 +9,7 @@ PNG to JPEG, then shrinks until the model's byte limit is met.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from dataclasses import dataclass
 
@@ -39,8 +40,9 @@ class PreparedImage:
     width: int
     height: int
 
-    @property
+    @functools.cached_property
     def base64(self) -> str:
+        """The bytes in base64 (computed once: one image may go to several models)."""
         return base64.b64encode(self.data).decode("ascii")
 
 

@@ -26,6 +26,7 @@ from media_enrichment.images.decode import (
 )
 from media_enrichment.images.encode import PreparedImage, encode_to_fit, photo_like, pick_media_type, resize
 from media_enrichment.images.limits import ImageLimits, target_size
+from media_enrichment.images.pngwalk import walk_png
 from media_enrichment.images.sniff import is_lossless
 
 __all__ = ["prepare_image", "prepare_images"]
@@ -69,6 +70,9 @@ def prepare_images(
         # the smallest DCT scale that still covers the largest of them (less each model's
         # decode slack, in which case that model gets the decoded size as it is).
         stored = [target_size(facts.width, facts.height, lim) for lim in limits]
+        undecoded = _passed_through_undecoded(data, im, facts, stored, limits)
+        if undecoded is not None:
+            return facts, undecoded
         need = [
             (math.ceil(w * (1 - lim.decode_slack)), math.ceil(h * (1 - lim.decode_slack)))
             for (w, h), lim in zip(stored, limits)
@@ -135,6 +139,23 @@ def prepare_image(
     return prepare_images(
         data, [limits], max_source_pixels=max_source_pixels, max_side=max_side
     )[1][0]
+
+
+def _passed_through_undecoded(
+    data: bytes, im: Image.Image, facts: SourceFacts, stored: list[tuple[int, int]], limits: Sequence[ImageLimits]
+) -> list[PreparedImage] | None:
+    """A PNG that every model takes as it is, checked by its chunks instead of a decode
+    (``pngwalk``); None when the image needs the decode path (any doubt: an eXIf orientation, an
+    animation, a bit depth other than 8, a chunk that does not check out, a model's limit)."""
+    if facts.media_type != "image/png" or not _plain(im, facts):
+        return None
+    if any(size != (facts.width, facts.height) or not _fits(facts, True, lim) for size, lim in zip(stored, limits)):
+        return None
+    walk = walk_png(data)
+    if not walk.intact or walk.exif or walk.animated or walk.bit_depth != 8:
+        return None
+    image = PreparedImage(data, facts.media_type, facts.width, facts.height)
+    return [image] * len(limits)  # one object: its base64 is computed once for every model
 
 
 def _plain(im: Image.Image, facts: SourceFacts) -> bool:

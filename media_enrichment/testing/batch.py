@@ -242,7 +242,7 @@ class _RecordServer:
         self.facts = server.facts
         self.faults = FaultPlan()
 
-    def draw_fault(self, family: str, *, followup: bool = False) -> None:
+    def draw_fault(self, family: str, *, followup: bool = False, images: tuple[Any, ...] = ()) -> None:
         return None
 
     def deliver(self, fault: Any, answer: Any, headers: dict[str, str], usage: tuple[int, int], rec: dict[str, Any]):
