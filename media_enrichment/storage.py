@@ -38,7 +38,9 @@ Options = Mapping[str, str] | None
 
 def _resolve(location: str | Path, options: Options = None) -> tuple[pafs.FileSystem, str]:
     if not is_remote(location):
-        return pafs.LocalFileSystem(), str(Path(location).resolve())
+        # Absolute, not resolved: resolving is an lstat per path component on every call, and
+        # the local file system opens a path through its links anyway.
+        return pafs.LocalFileSystem(), os.path.abspath(location)
     if not options:
         return pafs.FileSystem.from_uri(str(location))
     scheme, _, path = str(location).partition("://")

@@ -8,22 +8,55 @@ the answer's body are the same for all of them.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from media_enrichment.errors import InvalidResponseError
+from media_enrichment.images.encode import Base64Text
 from media_enrichment.providers.bedrock.errors import translate_error
 from media_enrichment.providers.bedrock.hooks import reporting_to
 from media_enrichment.ratecontrol import ModelGate
 
-__all__ = ["invoke_json", "region_of"]
+__all__ = ["invoke_json", "json_bytes", "region_of"]
+
+#: Stands in a body for a ``Base64Text`` while the rest is serialised; random per process, so
+#: no text of a body (the prompt, a corrective turn) can hold it.
+_SLOT = f"media-enrichment-base64-{secrets.token_hex(8)}"
 
 
 def region_of(client: Any) -> str | None:
     """The region of a boto3 client (``None`` if it has none)."""
     meta = getattr(client, "meta", None)
     return getattr(meta, "region_name", None)
+
+
+def json_bytes(body: Any) -> bytes:
+    """A request body as compact UTF-8 JSON, the same bytes as ``json.dumps(body,
+    separators=(",", ":")).encode()``, with each ``Base64Text`` spliced in as it is instead of
+    scanned by the encoder (a 40 KB image string costs json.dumps ~0.2 ms; base64 needs no
+    escaping, so splicing gives identical bytes)."""
+    images: list[str] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, Base64Text):
+            images.append(value)
+            return _SLOT
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        return value
+
+    text = json.dumps(swap(body), separators=(",", ":"))
+    if not images:
+        return text.encode("utf-8")
+    pieces = text.split(_SLOT)
+    out = [pieces[0]]
+    for image, piece in zip(images, pieces[1:], strict=True):
+        out += (image, piece)
+    return "".join(out).encode("utf-8")
 
 
 def _send(client: Any, model_id: str, payload: bytes) -> bytes:
@@ -58,7 +91,7 @@ def invoke_json(
         RetryableProviderError, RejectedRequestError, FatalProviderError: from ``translate_error``.
         InvalidResponseError: the body is not a JSON object (``raw`` holds it).
     """
-    payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    payload = json_bytes(body)
     try:
         if gate is None:
             raw = _send(client, model_id, payload)

@@ -1,0 +1,54 @@
+"""Request bodies: spliced around their base64 images, byte for byte what json.dumps writes."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from media_enrichment.images.encode import Base64Text, PreparedImage
+from media_enrichment.providers.bedrock.invoke import json_bytes
+
+
+def reference(body) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def test_a_claude_body_with_two_images_is_the_same_bytes():
+    first, second = PreparedImage(b"\x89PNG" * 100, "image/png", 1, 1), PreparedImage(b"\xff\xd8" * 7, "image/jpeg", 1, 1)
+    body = {
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "data": first.base64}},
+                {"type": "image", "source": {"type": "base64", "data": second.base64}},
+                {"type": "text", "text": "Décris l'image \u2014 \"exactement\"\n"},
+            ]},
+        ],
+        "max_tokens": 800,
+        "temperature": 0.2,
+        "flags": [True, None],
+    }
+    assert isinstance(first.base64, Base64Text) and first.base64 is first.base64  # computed once
+    assert json_bytes(body) == reference(body)
+    assert json.loads(json_bytes(body))["messages"][0]["content"][1]["source"]["data"] == base64.b64encode(b"\xff\xd8" * 7).decode()
+
+
+def test_a_body_without_images_is_plain_json():
+    assert json_bytes({"inputText": "a cat", "n": [1, 2.5]}) == b'{"inputText":"a cat","n":[1,2.5]}'
+
+
+_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+    st.binary(max_size=40).map(lambda b: Base64Text(base64.b64encode(b).decode())),
+)
+_bodies = st.recursive(
+    _leaf, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bodies)
+def test_any_body_is_byte_for_byte_what_json_dumps_writes(body):
+    assert json_bytes(body) == reference(body)
