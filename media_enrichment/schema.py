@@ -78,6 +78,10 @@ def clean_text(value: str, *, newlines: bool = False, limit: int | None = None) 
         in Unicode NFC (so duplicates compare equal).
     """
     text = value[:MAX_SCAN_CHARS]
+    if text.isascii() and text.isprintable() and "  " not in text and text.strip() == text:
+        # Most of a model's answer: printable ASCII (no control, escape or line break), single
+        # spaces, trimmed, NFC already; nothing below would change it but the limit.
+        return text[:limit].rstrip() if limit is not None and len(text) > limit else text
     text = _ESCAPES.sub("", text)
     text = _LINE_BREAKS.sub("\n", text)
     text = _CONTROLS.sub("", text)
