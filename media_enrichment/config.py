@@ -7,14 +7,13 @@ Where a value comes from, first found: a value given for the run (a command-line
 parameter, a deployment's parameter), then the ``MEDIA_ENRICH_<FIELD>`` environment variable of
 the process that runs the flow, then the default declared here, the one place defaults live.
 ``build_settings`` applies that order: callers pass what was given and ``None`` for the rest.
+The checks beyond each field's type and bounds (across fields, the allowed roots' text) live in
+``config_checks``; ``Settings`` calls them from its validators.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +21,23 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from media_enrichment import config_checks as checks
+from media_enrichment.config_checks import FieldValueError, split_roots
 from media_enrichment.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "BatchFallbackName",
+    "EmbeddingDim",
+    "FieldValueError",
+    "InvocationName",
+    "ProviderName",
+    "Settings",
+    "TaskRunnerName",
+    "build_settings",
+    "env_name",
+    "split_roots",
+]
 
 ProviderName = Literal["local", "bedrock"]
 TaskRunnerName = Literal["threads", "dask"]
@@ -33,16 +48,6 @@ EmbeddingDim = int
 
 
 ENV_PREFIX = "MEDIA_ENRICH_"
-
-
-class FieldValueError(ValueError):
-    """A check across fields found one field's value wrong: the error names that field, so that
-    the message can name where the value came from (an option, a parameter or a variable)."""
-
-    def __init__(self, field: str, message: str, value: Any):
-        super().__init__(message)
-        self.field = field
-        self.value = value
 
 
 class Settings(BaseSettings):
@@ -265,79 +270,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _embedding_dim_fits_the_embedder(self) -> Settings:
-        # Each embedder class defines the sizes it makes (``dims``). An unknown Bedrock model id
-        # is left to ``build_bedrock_providers``, which refuses it with a ConfigError before any call.
-        from media_enrichment.errors import ConfigError
-        from media_enrichment.providers import embedder_class
-
-        try:
-            embedder = embedder_class(self.provider, self.embedder_model_id)
-        except ConfigError:
-            return self
-        if isinstance(self.embedding_dim, bool) or self.embedding_dim not in embedder.dims:
-            which = "the local embedder" if self.provider == "local" else self.embedder_model_id
-            *first, last = [str(d) for d in embedder.dims]
-            sizes = f"{', '.join(first)} or {last}" if first else last
-            raise FieldValueError("embedding_dim", f"must be {sizes} for {which}", self.embedding_dim)
+        checks.embedding_dim_fits_the_embedder(self)
         return self
 
     @model_validator(mode="after")
     def _limits_shared_on_dask(self) -> Settings:
-        # Token buckets live in one process: N Dask workers would each allow the whole rate.
-        limited = any(v is not None for v in (self.describer_rpm, self.describer_tpm, self.embedder_rpm))
-        if self.task_runner == "dask" and self.provider == "bedrock" and limited and not self.shared_rate_limits:
-            raise ValueError(
-                "rpm/tpm limits on Dask must be shared between worker processes: set "
-                "MEDIA_ENRICH_SHARED_RATE_LIMITS=true (Prefect global concurrency limits)"
-            )
+        checks.limits_shared_on_dask(self)
         return self
 
     @model_validator(mode="after")
     def _batch_can_run(self) -> Settings:
-        # Checked with the settings, so a run that cannot batch stops before anything is written.
-        # 'auto' is batch where it can be: on the local provider, or without a role or an S3
-        # location, it is on demand (the driver logs why), so a deployment may default to it.
-        if self.invocation != "batch":
-            return self
-        if self.provider == "local":
-            raise FieldValueError(
-                "invocation", "batch inference needs the bedrock provider (the local provider has no batch jobs)",
-                self.invocation,
-            )
-        if not self.batch_role_arn:
-            raise FieldValueError(
-                "batch_role_arn",
-                f"invocation {self.invocation!r} needs the IAM service role Bedrock runs batch jobs as: set "
-                "MEDIA_ENRICH_BATCH_ROLE_ARN",
-                None,
-            )
-        if self.batch_s3_uri is None and not self.dataset.startswith("s3://"):
-            raise FieldValueError(
-                "batch_s3_uri",
-                f"invocation {self.invocation!r} with a local dataset needs an S3 location for the batch jobs' input "
-                "and output: set MEDIA_ENRICH_BATCH_S3_URI=s3://bucket/prefix",
-                None,
-            )
-        if self.batch_max_records_per_job < self.batch_min_records:
-            raise FieldValueError(
-                "batch_max_records_per_job", "is below batch_min_records: no batch job could be formed",
-                self.batch_max_records_per_job,
-            )
-        if self.batch_max_bytes_per_file > self.batch_max_bytes_per_job:
-            raise FieldValueError(
-                "batch_max_bytes_per_file", "exceeds batch_max_bytes_per_job", self.batch_max_bytes_per_file
-            )
+        checks.batch_can_run(self)
         return self
 
     @field_validator("batch_s3_uri")
     @classmethod
     def _batch_uri_is_s3(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if not value.startswith("s3://") or not value[len("s3://") :].split("/", 1)[0]:
-            raise ValueError("must be an s3://bucket/prefix URI")
-        return value.rstrip("/")
+        return checks.batch_uri_is_s3(value)
 
     @property
     def batch_location_uri(self) -> str | None:
@@ -356,50 +305,17 @@ class Settings(BaseSettings):
     @field_validator("allowed_roots", mode="before")
     @classmethod
     def _roots_from_text(cls, value: Any) -> Any:
-        # The variable (and a single string given for the run): a JSON list, or roots separated
-        # by commas or os.pathsep (':' here, but not the one of 's3://').
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    return json.loads(text)
-                except ValueError:
-                    raise ValueError("must be a JSON list of strings, or roots separated by ',' or os.pathsep") from None
-            return split_roots(text)
-        return value
+        return checks.roots_from_text(value)
 
     @field_validator("allowed_roots")
     @classmethod
     def _roots_well_formed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        roots: list[str] = []
-        for root in value:
-            root = root.strip()
-            if not root:
-                continue
-            if len(root) > 4096:
-                raise ValueError("a root longer than 4096 characters")
-            if "\x00" in root:
-                raise ValueError("a root with a NUL character")
-            if "://" in root and not (root.startswith("s3://") and root[len("s3://") :].split("/", 1)[0]):
-                raise ValueError(f"{root!r} is neither a local folder nor s3://bucket[/prefix]")
-            roots.append(root)
-        return tuple(dict.fromkeys(roots))
+        return checks.roots_well_formed(value)
 
     @field_validator("dataset")
     @classmethod
     def _dataset_not_blank(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("must not be empty")
-        return value.rstrip("/")
-
-
-def split_roots(text: str) -> list[str]:
-    """Roots written in one string: separated by commas or by ``os.pathsep`` (the ':' of
-    ``s3://`` excepted), blanks dropped: ``"/data/a:s3://b/p,/data/c"`` -> three roots."""
-    separators = "," if os.pathsep == "," else "," + re.escape(os.pathsep)
-    pattern = f"[{separators}]" if os.pathsep != ":" else r",|:(?!//)"
-    return [part.strip() for part in re.split(pattern, text) if part.strip()]
+        return checks.dataset_not_blank(value)
 
 
 def env_name(field: str) -> str:
