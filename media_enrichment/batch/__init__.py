@@ -6,7 +6,9 @@
   jobs and files within ``BatchQuotas``, each ``JobSpec`` with a deterministic job name and
   client request token.
 * ``jobs``: ``submit_job`` (input files to S3, ``CreateModelInvocationJob``), ``follow`` /
-  ``wait`` (a ``JobState``), ``stop_job``, and ``BatchRun``, the JSON record of a run's jobs.
+  ``wait`` (a ``JobState``), ``stop_job``.
+* ``submitted``: what is kept of submitted jobs: ``BatchLocation`` (where a run's batch files
+  go), ``SubmittedJob``, and ``BatchRun``, the JSON record of a run's jobs.
 * ``results``: ``read_results`` joins a job's ``.jsonl.out`` files and manifest on record id:
   every record back once, ``ok``, ``invalid``, ``error`` or ``missing``.
 * ``quotas``: ``BatchQuotas`` and the defaults of the ``batch_*`` settings; ``errors``: the
@@ -20,10 +22,7 @@ from media_enrichment.batch.errors import (
     RecordTooLargeError,
 )
 from media_enrichment.batch.jobs import (
-    BatchLocation,
-    BatchRun,
     JobState,
-    SubmittedJob,
     follow,
     stop_job,
     submit_job,
@@ -46,6 +45,7 @@ from media_enrichment.batch.results import (
     RecordResult,
     read_results,
 )
+from media_enrichment.batch.submitted import BatchLocation, BatchRun, SubmittedJob
 
 __all__ = [
     "DEFAULT_QUOTAS",

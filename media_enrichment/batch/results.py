@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from media_enrichment.batch.jobs import SubmittedJob
+from media_enrichment.batch.submitted import SubmittedJob
 from media_enrichment.batch.records import DESCRIBE
 from media_enrichment.errors import InvalidResponseError
 from media_enrichment.providers.bedrock.answers import ParsedAnswer, parse_claude_answer
