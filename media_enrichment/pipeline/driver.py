@@ -12,7 +12,7 @@
 
 ``chunks`` holds the plan's on-demand work and ``batch_items`` its batch work (``invocation``:
 ``auto`` sends a model's records to batch when they reach ``batch_min_records``). The batch step
-(``pipeline/batch.py``) stages chunks of rows as chunk tasks do, so commit, failures and the
+(``pipeline/batch/``) stages chunks of rows as chunk tasks do, so commit, failures and the
 summary are the same code whichever way the calls were made.
 
 Chunks may run elsewhere: a chunk task receives the run's ``ChunkJob`` and calls

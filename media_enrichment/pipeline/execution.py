@@ -3,7 +3,7 @@
 An executor turns a chunk of ``WorkItem``s into a ``ChunkResult``: an assets row per image that
 succeeded and a failure row per image that did not. What it must keep, whatever its way of
 calling the models (on-demand calls here, as each model's call window allows; Bedrock batch
-jobs in ``pipeline/batch.py``, which builds its rows with ``asset_row`` too):
+jobs in ``pipeline/batch/``, which builds its rows with ``asset_row`` too):
 
 * a per-image error (unreadable image, refused request, transient provider error once its
   retries are spent, unusable answer) becomes that image's failure row and never fails the

@@ -10,8 +10,11 @@ library's providers, so it checks them rather than mirrors them. Its modules:
 * ``faults``: ``FaultPlan``, the quota, ``Counters`` and ``RequestRecord``;
 * ``models``: known model ids, profiles and ARNs;
 * ``content``: deterministic image facts, vectors and metadata;
-* ``claude``, ``titan``, ``nova``: each model's request validation and answers;
-* ``control_plane``: ``GetFoundationModel`` and model lifecycles.
+* ``claude`` (a package: ``rules``, ``request``, ``answer``, ``hostile``), ``titan``, ``nova``:
+  each model's request validation and answers;
+* ``control_plane``: ``GetFoundationModel`` and model lifecycles;
+* ``batch`` (a package: ``control``, ``checks``, ``job``, ``lifecycle``, ``files``,
+  ``answers``, ``plan``): batch inference jobs on the control plane, their files on S3.
 """
 
 from typing import Any
