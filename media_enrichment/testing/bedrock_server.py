@@ -42,7 +42,7 @@ from media_enrichment.testing.batch import BatchJobs, BatchPlan
 from media_enrichment.testing.claude import END_OF_LIFE_MESSAGE, RETIRED_MODELS, handle_claude, require_profile
 from media_enrichment.testing.content import FactsCache
 from media_enrichment.testing.control_plane import ControlPlaneHandler, foundation_model, lifecycle_fields
-from media_enrichment.testing.errors import ServiceError, access_denied, unknown_operation, validation
+from media_enrichment.testing.errors import ServiceError, access_denied, json_object, unknown_operation
 from media_enrichment.testing.faults import Counters, FaultPlan, Quota, RequestRecord
 from media_enrichment.testing.models import KNOWN_MODELS, base_model, family
 from media_enrichment.testing.nova import handle_nova
@@ -288,12 +288,11 @@ class BedrockServer:
         if kind == "anthropic":
             require_profile(model_id)
         self._quota.admit(self.faults, model_id)
-        try:
-            body = json.loads(raw_body or b"null")
-        except ValueError:
-            raise validation("Malformed input request, please reformat your input and try again.") from None
-        if not isinstance(body, dict):
-            raise validation("Malformed input request: #: expected type: JSONObject, please reformat your input and try again.")
+        body = json_object(
+            raw_body, empty=b"null",
+            malformed="Malformed input request, please reformat your input and try again.",
+            not_object="Malformed input request: #: expected type: JSONObject, please reformat your input and try again.",
+        )
         return _HANDLERS[kind](self, model_id, body, rec)
 
     # -- what the model handlers share -----------------------------------------------------

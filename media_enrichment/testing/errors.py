@@ -7,7 +7,10 @@ A ``ServiceError`` carries the HTTP status, the error code botocore reads from t
 
 from __future__ import annotations
 
-__all__ = ["ERROR_TYPE_SUFFIX", "ServiceError", "access_denied", "unknown_operation", "validation"]
+import json
+from typing import Any
+
+__all__ = ["ERROR_TYPE_SUFFIX", "ServiceError", "access_denied", "json_object", "unknown_operation", "validation"]
 
 ERROR_TYPE_SUFFIX = ":http://internal.amazon.com/coral/com.amazon.bedrock/"
 
@@ -31,6 +34,24 @@ class ServiceError(Exception):
 def validation(message: str) -> ServiceError:
     """400 ``ValidationException``: a request the service refuses."""
     return ServiceError(400, "ValidationException", message, "validation")
+
+
+def json_object(raw: bytes, *, empty: bytes, malformed: str, not_object: str) -> dict[str, Any]:
+    """A request body that must be a JSON object, or the service's 400 for it.
+
+    Args:
+        raw: the body as sent.
+        empty: what an empty body counts as (``b"{}"`` or ``b"null"``, as the operation does).
+        malformed: the message for a body that is not JSON.
+        not_object: the message for JSON that is not an object.
+    """
+    try:
+        value = json.loads(raw or empty)
+    except ValueError:
+        raise validation(malformed) from None
+    if not isinstance(value, dict):
+        raise validation(not_object)
+    return value
 
 
 def access_denied(message: str) -> ServiceError:

@@ -11,13 +11,12 @@ IAM role ARN, ``clientRequestToken``, ``timeoutDurationInHours`` 24..168, the in
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from media_enrichment.testing.batch.job import ALL_STATES
-from media_enrichment.testing.errors import validation
+from media_enrichment.testing.errors import json_object, validation
 
 __all__ = ["CreateRequest", "ListQuery", "check_create", "check_job_identifier", "check_list", "request_object"]
 
@@ -56,13 +55,7 @@ class ListQuery(NamedTuple):
 
 def request_object(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object."""
-    try:
-        request = json.loads(body or b"{}")
-    except ValueError:
-        raise validation("Malformed request body") from None
-    if not isinstance(request, dict):
-        raise validation("Malformed request body")
-    return request
+    return json_object(body, empty=b"{}", malformed="Malformed request body", not_object="Malformed request body")
 
 
 def check_create(request: dict[str, Any]) -> CreateRequest:
