@@ -83,8 +83,8 @@ def forged(*, depth=8, extra=b"", after=b"", crc_ok=True) -> bytes:
 
 
 def test_the_fast_path_does_not_inflate_so_a_forged_deflate_stream_passes_to_the_service():
-    # Only a decode would notice; the service refuses such an image with an unbilled
-    # ValidationException, which becomes a failure row.
+    # Only a decode would notice; the service refuses such an image with a
+    # ValidationException (no tokens processed), which becomes a failure row.
     data = forged()
     _, (prepared, _) = prepare_images(data, BOTH)
     assert prepared.data == data
@@ -115,3 +115,28 @@ def test_an_exif_rotated_png_is_decoded_and_turned_upright():
     assert (facts.width, facts.height) == (48, 64)
     assert (prepared.width, prepared.height) == (48, 64)
     assert Image.open(io.BytesIO(prepared.data)).size == (48, 64)
+
+
+@pytest.mark.slow
+def test_a_forged_png_sent_as_it_is_is_refused_by_the_service_and_becomes_a_failure_row(aws_env, tmp_path):
+    from media_enrichment.config import Settings
+    from media_enrichment.pipeline.driver import open_run
+    from media_enrichment.testing import BedrockServer
+    from tests.helpers import write_catalog
+
+    manifest = write_catalog(tmp_path / "cat", 2, extra_rows=[("forged", "forged.png")])
+    (tmp_path / "cat" / "forged.png").write_bytes(forged())
+    with BedrockServer() as server:
+        for key, value in server.env().items():
+            aws_env.setenv(key, value)
+        settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), embedding_dim=256)
+        with open_run(settings, str(manifest), "run-forged") as run:
+            plan = run.plan(run.load_catalog())
+            staged = [run.run_chunk(items) for items in run.chunks(plan)]
+            run.commit(staged, plan)
+        outcomes = dict(server.counters.outcomes)
+    failures = run.dataset.read_failures()
+    row = failures[failures["image_id"] == "forged"].iloc[0]
+    assert (row["stage"], row["error_type"], bool(row["permanent"])) == ("describe", "ValidationException", True)
+    assert outcomes.get("validation") == 1  # refused once: the embedder was never asked
+    assert set(run.dataset.read_assets()["image_id"]) == {"img0", "img1"}

@@ -8,7 +8,7 @@ damaged file), at least one ``IDAT``, ``IEND`` last and nothing after it; and it
 would change how the image must be prepared (an ``eXIf`` chunk, whose orientation would have to
 be applied; an ``acTL`` animation; a bit depth other than 8). What it cannot prove (a deflate
 stream made invalid on purpose under valid CRCs) is refused by the model service with a
-``ValidationException``, which is not billed and becomes a failure row.
+``ValidationException`` before the model reads a token, and it becomes a failure row.
 """
 
 from __future__ import annotations
