@@ -28,9 +28,10 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/pytest -n 2
 
-# The inner loop: everything that needs no Prefect server and starts no process (~2.5 min on 2 cores).
+# The inner loop (under a minute on 2 cores): the library's own logic in-process, no Prefect, no
+# server, no process, no OCR; the fuzz tests at 10 examples each (tests/conftest.py says what is slow).
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow" -q -n 2
+	$(BIN)/pytest -m "not slow" -q -n 2 --hypothesis-profile=fast
 
 # The UI test drives Debian's Chromium (Playwright's own browser download is not used).
 browser:

@@ -1,4 +1,5 @@
-"""Shared fixtures. Prefect runs against one temporary server for the whole session."""
+"""Shared fixtures. Prefect runs against one temporary server for the whole session, started
+only for the first test that asks for it (``make test-fast`` starts none)."""
 
 from __future__ import annotations
 
@@ -12,42 +13,62 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from hypothesis import settings as _hypothesis_settings  # noqa: E402 - its pytest plugin imports it anyway
 
+#: ``make test-fast`` (``--hypothesis-profile=fast``): each fuzz test draws at most this many
+#: examples (``tests.helpers.fuzz_settings``); ``make test`` draws each test's own number.
+_hypothesis_settings.register_profile("fast", max_examples=10)
 
-#: Fixtures that start a Prefect server, a run or other processes: a test using one is ``slow``.
-_SLOW_FIXTURES = {"prefect_harness", "prefect_server", "cli", "enriched_sample", "sample_index"}
+#: Fixtures that make a test ``slow`` (seconds each): a Prefect server or run, other processes, the
+#: sample catalogue (generated, then enriched), moto's S3 server, and the test files' own fixtures
+#: that start the loopback Bedrock test server (``bedrock``, ``server``).
+_SLOW_FIXTURES = {
+    "prefect_harness", "prefect_server", "cli", "enriched_sample", "sample_index", "sample_manifest", "s3",
+    "bedrock", "server",
+}
+
+#: Test files all of whose tests are ``slow``, marked here because the file is not edited for it:
+#: the test server's own tests each start it (or a process) and call it through botocore.
+_SLOW_FILES = {"test_bedrock_server.py"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark ``slow`` every test that needs a Prefect server or another process (``make test-fast``
-    runs the rest: the library's own logic, against the loopback Bedrock server at most). Tests
-    that start processes without such a fixture carry ``@pytest.mark.slow`` themselves."""
+    """Mark ``slow`` every test that uses one of ``_SLOW_FIXTURES`` or is in one of ``_SLOW_FILES``
+    (``make test-fast`` runs the rest: the library's own logic in-process, no server, no process,
+    no OCR, no run through the driver). Other slow tests carry ``@pytest.mark.slow`` themselves,
+    with the reason."""
     for item in items:
-        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or item.path.name in _SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+
+
+#: Where the autouse fixture points boto3's configuration files: nowhere (no such file).
+_NO_AWS_FILE = "/nonexistent/media-enrichment-tests/aws"
 
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch):
-    """No test reads the developer's own ``MEDIA_ENRICH_*`` variables; a test that needs one sets it."""
+    """No test reads the developer's own ``MEDIA_ENRICH_*`` or ``AWS_*`` variables, nor their AWS
+    config and credentials files, nor an instance's metadata service; a test that needs one sets it
+    (``aws_env``: fake credentials and a region)."""
     for name in list(os.environ):
-        if name.startswith("MEDIA_ENRICH_"):
+        if name.startswith(("MEDIA_ENRICH_", "AWS_")):
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", _NO_AWS_FILE + "-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", _NO_AWS_FILE + "-credentials")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
-    """Fake credentials, a fixed region, and no user AWS config leaking into the test."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "MEDIA_ENRICH_")):
-            monkeypatch.delenv(name, raising=False)
+    """Fake credentials, a fixed region, and AWS config files of the test's own (``tmp_path``:
+    absent until the test writes them). The autouse fixture has cleared the rest."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     return monkeypatch
 
 
@@ -171,23 +192,24 @@ def cli(prefect_server):
 
 @pytest.fixture
 def s3(aws_env):
-    """moto's S3 server on loopback (``AWS_ENDPOINT_URL_S3``), emptied, with a bucket ``media``
-    (the batch tests' input and output location). Test files with S3 needs of their own define
-    their own ``s3`` fixture."""
-    import socket
+    """moto's S3 server on loopback, emptied, with a bucket ``media`` (create others as needed):
+    boto3 and pyarrow (``AWS_ENDPOINT_URL_S3``) and delta-rs (``AWS_ENDPOINT_URL``, plain HTTP,
+    renames without a lock) pointed at it. Yields a boto3 S3 client."""
     import urllib.request
 
     import boto3
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
     urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10).close()
-    aws_env.setenv("AWS_ENDPOINT_URL_S3", url)
+    for key, value in {
+        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": url, "AWS_ENDPOINT_URL": url, "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }.items():
+        aws_env.setenv(key, value)
     client = boto3.client("s3")
     client.create_bucket(Bucket="media")
     yield client

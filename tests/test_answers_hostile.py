@@ -7,11 +7,9 @@ driver against the loopback Bedrock server answering every request with a hostil
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -40,6 +38,7 @@ from media_enrichment.schema import (
     clean_text,
 )
 from media_enrichment.testing import BedrockServer, FaultPlan
+from tests.helpers import write_catalog
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 
@@ -196,21 +195,10 @@ def test_absurd_nesting_and_non_objects_never_raise():
 # ---------------------------------------------------------------------------------------------
 
 
-def _catalog(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "catalog.csv"
-    with manifest.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["image_id", "path"])
-        for i in range(count):
-            Image.new("RGB", (64, 48), (25 * i, 90, 250 - 25 * i)).save(folder / f"{i}.png")
-            writer.writerow([f"img{i}", f"{i}.png"])
-    return manifest
-
-
+@pytest.mark.slow  # a run against the loopback Bedrock server (3-6 s)
 def test_a_run_of_hostile_answers_stores_only_capped_clean_rows(aws_env, tmp_path):
     count = 8
-    manifest = _catalog(tmp_path / "cat", count)
+    manifest = write_catalog(tmp_path / "cat", count, colour=lambda i: (25 * i, 90, 250 - 25 * i))
     settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), chunk_size=4, embedding_dim=256)
     with BedrockServer(max_lifetime=120, faults=FaultPlan(seed=2, hostile_rate=1.0)) as server:
         for key, value in server.env().items():
@@ -258,6 +246,7 @@ def test_a_run_of_hostile_answers_stores_only_capped_clean_rows(aws_env, tmp_pat
     assert json.dumps(summary.as_dict())  # the summary is data
 
 
+@pytest.mark.slow  # 30 calls to the loopback Bedrock server (3-5 s)
 def test_hostile_answers_to_one_describer_end_clean_or_as_a_clean_error(aws_env):
     """Sequential calls, so the draws are deterministic: seed 2 gives usable answers, answers
     repaired after a corrective turn, and images whose three answers were all unusable."""

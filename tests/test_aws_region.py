@@ -25,16 +25,21 @@ def no_region(aws_env):
     return aws_env
 
 
+#: Each case builds boto3 clients on fresh botocore sessions (0.5-2.6 s a case on 2 busy cores):
+#: ``make test-fast`` keeps the first and the last, the rest run in ``make test``.
+_SLOW_CASE = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     ("env", "config", "expected"),
     [
         ({"AWS_REGION": "us-west-2"}, "", "us-west-2"),  # the README's `export AWS_REGION=...`
-        ({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "us-east-1"}, CONFIG, "us-west-2"),
-        ({"AWS_DEFAULT_REGION": "us-east-1"}, CONFIG, "us-east-1"),
-        ({}, CONFIG, "sa-east-1"),  # the default profile's region
-        ({"AWS_PROFILE": "west"}, CONFIG, "ap-northeast-1"),
-        ({"MEDIA_ENRICH_AWS_PROFILE": "west"}, CONFIG, "ap-northeast-1"),
-        ({"MEDIA_ENRICH_AWS_PROFILE": "west", "AWS_REGION": "us-west-2"}, CONFIG, "us-west-2"),
+        pytest.param({"AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "us-east-1"}, CONFIG, "us-west-2", marks=_SLOW_CASE),
+        pytest.param({"AWS_DEFAULT_REGION": "us-east-1"}, CONFIG, "us-east-1", marks=_SLOW_CASE),
+        pytest.param({}, CONFIG, "sa-east-1", marks=_SLOW_CASE),  # the default profile's region
+        pytest.param({"AWS_PROFILE": "west"}, CONFIG, "ap-northeast-1", marks=_SLOW_CASE),
+        pytest.param({"MEDIA_ENRICH_AWS_PROFILE": "west"}, CONFIG, "ap-northeast-1", marks=_SLOW_CASE),
+        pytest.param({"MEDIA_ENRICH_AWS_PROFILE": "west", "AWS_REGION": "us-west-2"}, CONFIG, "us-west-2", marks=_SLOW_CASE),
         ({"MEDIA_ENRICH_AWS_REGION": "eu-west-3", "AWS_REGION": "us-west-2", "AWS_DEFAULT_REGION": "us-east-1"}, CONFIG,
          "eu-west-3"),
     ],

@@ -45,8 +45,8 @@ from media_enrichment.images import (
 )
 from media_enrichment.providers.bedrock.describer import BedrockDescriber
 from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
-from media_enrichment.testing import BedrockServer
 from media_enrichment.testing.batch import BatchPlan
+from tests.helpers import batch_bedrock_server
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 TITAN = "amazon.titan-embed-image-v1"
@@ -56,15 +56,11 @@ FAST = BatchPlan(state_seconds=0.02, in_progress_seconds=0.02, min_records=100)
 QUOTAS = BatchQuotas(min_records=100, max_records_per_file=50)
 
 
-
 @pytest.fixture
 def server(s3, aws_env):
     """The Bedrock test server (runtime and control plane), its batch jobs on moto's S3."""
-    with BedrockServer(max_lifetime=120, batch_plan=FAST) as srv:
-        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK", srv.endpoint_url)
-        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+    with batch_bedrock_server(aws_env, FAST) as srv:
         yield srv
-        srv.batch.wait_idle(5)
 
 
 @pytest.fixture

@@ -17,22 +17,19 @@ from media_enrichment.config import build_settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import ConfigError
 from media_enrichment.pipeline.driver import open_run
-from media_enrichment.testing import BedrockServer
 from media_enrichment.testing.batch import BatchPlan
+from tests.helpers import batch_bedrock_server
 
 ROLE = "arn:aws:iam::123456789012:role/BedrockBatch"
 FAST = BatchPlan(state_seconds=0.02, in_progress_seconds=0.02, min_records=10)
 IMAGES = 24
 
 
-
 @pytest.fixture
 def server(s3, aws_env):
-    with BedrockServer(max_lifetime=120, batch_plan=FAST) as srv:
-        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK", srv.endpoint_url)
-        aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", srv.endpoint_url)
+    """The Bedrock test server (runtime and control plane), its batch jobs on moto's S3."""
+    with batch_bedrock_server(aws_env, FAST) as srv:
         yield srv
-        srv.batch.wait_idle(5)
 
 
 @pytest.fixture

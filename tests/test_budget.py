@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.pipeline.driver import open_run
 from media_enrichment.pipeline.submit import run_windowed
+from tests.helpers import write_catalog
 
 
 def _catalog(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "catalog.csv"
-    with manifest.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["image_id", "path"])
-        for i in range(count):
-            Image.new("RGB", (48, 32), (25 * i, 120, 230 - 20 * i)).save(folder / f"{i}.png")
-            writer.writerow([f"img{i}", f"{i}.png"])
-    return manifest
+    return write_catalog(folder, count, size=(48, 32), colour=lambda i: (25 * i, 120, 230 - 20 * i))
 
 
 def _run(settings: Settings, manifest: Path, run_id: str):
@@ -43,6 +34,7 @@ def _run(settings: Settings, manifest: Path, run_id: str):
         return run.summary(plan, staged, run.commit(staged, plan)), run.budget
 
 
+@pytest.mark.slow  # runs with the local provider: its OCR takes 1-3 s an image (30-60 s)
 def test_max_images_enriches_that_many_and_leaves_the_rest_for_the_next_run(tmp_path):
     manifest = _catalog(tmp_path / "cat", 10)
     settings = Settings(dataset=str(tmp_path / "ds"), chunk_size=3, max_images=4, embedding_dim=256)
@@ -57,6 +49,7 @@ def test_max_images_enriches_that_many_and_leaves_the_rest_for_the_next_run(tmp_
     assert (summary.reused, summary.enriched, summary.deferred, summary.stopped) == (8, 2, 0, None)
 
 
+@pytest.mark.slow  # runs with the local provider: its OCR takes 1-3 s an image (30-60 s)
 def test_max_cost_stops_submitting_before_the_budget_is_passed(tmp_path):
     manifest = _catalog(tmp_path / "cat", 10)
     prices = tmp_path / "prices.json"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from media_enrichment.schema import clean_text
+from tests.helpers import fuzz_settings
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz_settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60), st.sampled_from([None, 5, 30]), st.booleans())
 def test_the_fast_path_agrees_with_the_full_cleaning(text, limit, newlines):
     # A NUL is removed by the full cleaning and keeps any text off the fast path.

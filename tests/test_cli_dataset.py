@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ from tests.test_dataset import _failure, _row
 runner = CliRunner(env={"COLUMNS": "200"})
 
 
+@pytest.mark.slow  # a dozen commands, each opening the Delta table, compaction and vacuum (5-6 s)
 def test_failures_rollback_compact_vacuum(tmp_path):
     root = str(tmp_path / "ds")
     ds = Dataset(root)
@@ -60,6 +62,7 @@ def test_reading_commands_refuse_a_path_that_holds_no_dataset(tmp_path):
     assert not (tmp_path / "out.csv").exists() and not (tmp_path / "dataste").exists()
 
 
+@pytest.mark.slow  # eleven commands, each opening the Delta table (5 s)
 def test_a_version_that_does_not_exist_names_the_versions_there_are(tmp_path):
     root = str(tmp_path / "ds")
     ds = Dataset(root)

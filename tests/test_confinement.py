@@ -10,11 +10,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import threading
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 from PIL import Image
@@ -136,6 +134,7 @@ def _everything_stored(dataset: Path) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow  # a run with the local provider: OCR, 1-3 s an image (14-19 s)
 def test_hostile_rows_are_refused_before_a_byte_is_read(hostile, tmp_path):
     root, _, manifest = hostile
     summary = _run(_settings(tmp_path), str(manifest))
@@ -171,6 +170,7 @@ def test_hostile_rows_are_refused_before_a_byte_is_read(hostile, tmp_path):
     assert "root:x:0" not in stored and "file starts with" not in stored
 
 
+@pytest.mark.slow  # runs with the local provider: OCR, 1-3 s an image (21-33 s)
 def test_allowed_roots_widen_where_images_are_read(hostile, tmp_path):
     _, outside, manifest = hostile
     _run(_settings(tmp_path, allowed_roots=(str(outside),)), str(manifest))
@@ -288,34 +288,11 @@ def test_allowed_roots_from_the_environment(monkeypatch):
 # -- S3 ----------------------------------------------------------------------------------------
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def s3(monkeypatch, tmp_path):
-    """moto's S3 server on loopback; boto3 pointed at it."""
-    from moto.server import ThreadedMotoServer
-
-    port = _port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": url, "AWS_ENDPOINT_URL": url, "AWS_ALLOW_HTTP": "true",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    client = boto3.client("s3")
-    for bucket in ("media", "other"):
-        client.create_bucket(Bucket=bucket)
-    yield client
-    server.stop()
+def s3(s3):
+    """conftest's moto S3 server, with a second bucket ``other`` beside ``media``."""
+    s3.create_bucket(Bucket="other")
+    return s3
 
 
 def _png_bytes(colour=(10, 120, 200)) -> bytes:

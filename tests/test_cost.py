@@ -14,7 +14,7 @@ from media_enrichment.errors import ConfigError
 
 def test_price_lookup_strips_inference_profile_geography_and_prefers_longest_key():
     prices = {**DEFAULT_PRICES, "anthropic.claude-3-5": ModelPrice(1, 1)}
-    assert price_for("us.anthropic.claude-3-5-sonnet-20240620-v1:0", prices) == DEFAULT_PRICES["anthropic.claude-3-5-sonnet"]
+    assert price_for("us.anthropic.claude-3-5-sonnet-20240620-v1:0", prices) == ModelPrice(3.00, 15.00)  # the longer key
     assert price_for("anthropic.claude-3-5-other", prices) == ModelPrice(1, 1)
     assert price_for("local/rapidocr-visual-v1", prices) == ModelPrice()
     assert price_for("mistral.pixtral", prices) is None

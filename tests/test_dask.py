@@ -23,13 +23,10 @@ from media_enrichment.errors import ConfigError
 from media_enrichment.testing import BedrockServer, FaultPlan
 from media_enrichment.pipeline.driver import ChunkJob, release_services, services_for
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 
 @pytest.fixture
 def two_workers(monkeypatch):
-    """The local Dask cluster's size, a setting of the process that runs the flow (requested
-    after ``aws_env``, which clears MEDIA_ENRICH_ variables)."""
+    """The local Dask cluster's size, a setting of the process that runs the flow."""
     monkeypatch.setenv("MEDIA_ENRICH_DASK_WORKERS", "2")
 
 
@@ -37,6 +34,7 @@ def _worker_pids(summary) -> set[int]:
     return {int(w.rsplit(":", 1)[1]) for w in summary["workers"]}
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_chunks_run_in_dask_worker_processes_and_write_what_threads_write(
     sample_manifest, enriched_sample, tmp_path, two_workers
 ):
@@ -58,6 +56,7 @@ def test_chunks_run_in_dask_worker_processes_and_write_what_threads_write(
     assert all((a == b).all() for a, b in zip(rows["embedding"], reference["embedding"]))
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest, tmp_path, aws_env, two_workers):
     with BedrockServer() as server:
         for key, value in server.env().items():
@@ -76,6 +75,7 @@ def test_bedrock_on_dask_workers_calls_each_model_once_per_image(sample_manifest
     assert sorted(rows["image_id"]) == ids and all(len(v) == 384 for v in rows["embedding"])
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_rate_limits_on_dask_are_shared_by_the_worker_processes(sample_manifest, tmp_path, aws_env, two_workers):
     """Two worker processes, each limited to 120 rpm through the same Prefect global limits: the
     server's quota (12 requests in any 4 s per model, 180 rpm) is never exceeded. Two separate

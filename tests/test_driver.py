@@ -5,7 +5,6 @@ Only the network is faked: the real boto3 client against the Bedrock-compatible 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
@@ -22,9 +21,14 @@ from media_enrichment.pipeline.plan import WorkItem, sha256_hex
 from media_enrichment.pipeline.summary import RunSummary
 from media_enrichment.providers import build_providers
 from media_enrichment.testing import BedrockServer, FaultPlan
+from tests.helpers import write_catalog
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 TITAN = "amazon.titan-embed-image-v1"
+
+#: Runs through the driver: against the loopback Bedrock server (1-7 s a test on 2 busy cores)
+#: or with the local provider, whose OCR takes 1-3 s an image (18 s for the context test).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -35,24 +39,12 @@ def bedrock(aws_env):
         yield server
 
 
-def _catalog(folder: Path, count: int) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "catalog.csv"
-    with manifest.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["image_id", "path"])
-        for i in range(count):
-            Image.new("RGB", (64, 48), (20 * i, 90, 250 - 20 * i)).save(folder / f"{i}.png")
-            writer.writerow([f"img{i}", f"{i}.png"])
-    return manifest
-
-
 def _claude_requests(server: BedrockServer) -> int:
     return server.counters.requests[CLAUDE]
 
 
 def test_a_run_through_the_driver_alone(bedrock, tmp_path):
-    manifest = _catalog(tmp_path / "cat", 5)
+    manifest = write_catalog(tmp_path / "cat", 5)
     settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), chunk_size=2, embedding_dim=256, commit_rows=3)
     with open_run(settings, str(manifest), "run-1", run_name="first") as run:
         plan = run.plan(run.load_catalog())
@@ -88,7 +80,7 @@ def test_a_run_through_the_driver_alone(bedrock, tmp_path):
 
 
 def test_a_chunk_whose_staging_failed_is_staged_later_without_calling_a_model(bedrock, tmp_path):
-    manifest = _catalog(tmp_path / "cat", 3)
+    manifest = write_catalog(tmp_path / "cat", 3)
     settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), embedding_dim=256)
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the staging area's parent should be")
@@ -139,7 +131,7 @@ def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(
 def test_a_chunks_images_are_in_flight_together_as_the_models_windows_allow(aws_env, tmp_path, cap):
     """Calls in flight are governed by each model's window, not by the number of chunk tasks:
     one chunk of 40 images has many Claude calls in flight at once, never more than the cap."""
-    manifest = _catalog(tmp_path / "cat", 40)
+    manifest = write_catalog(tmp_path / "cat", 40)
     extra = {} if cap is None else {"concurrency": cap}
     settings = Settings(provider="bedrock", dataset=str(tmp_path / "ds"), chunk_size=40, embedding_dim=256, **extra)
     with BedrockServer(faults=FaultPlan(latency={"anthropic": 0.2})) as server:

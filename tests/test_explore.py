@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from media_enrichment.dataset import Dataset
 from media_enrichment.explore import (
     DEFAULT_DUPLICATE_THRESHOLD,
     duplicates_report,
@@ -17,38 +15,23 @@ from media_enrichment.explore import (
     similarity_heatmap,
 )
 from media_enrichment.search import VectorIndex
+from tests.helpers import run_cli
 
 VIRIDIS_TOP = (253, 231, 37)  # the colour of cosine 1.0 (the diagonal)
 
 
 @pytest.fixture(scope="module")
-def enriched(enriched_sample) -> Dataset:
-    return enriched_sample
-
-
-@pytest.fixture(scope="module")
-def index(sample_index) -> VectorIndex:
-    return sample_index
-
-
-@pytest.fixture(scope="module")
-def origin(enriched) -> dict[str, str]:
+def origin(enriched_sample) -> dict[str, str]:
     """image_id -> the original it was fabricated from (itself for an original)."""
-    frame = enriched.read_assets(columns=["image_id", "attributes"])
+    frame = enriched_sample.read_assets(columns=["image_id", "attributes"])
     return {i: json.loads(a).get("variant_of") or i for i, a in zip(frame["image_id"], frame["attributes"])}
-
-
-def _cli(*args: str):
-    from media_enrichment_prefect.cli import app
-
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
 # -- near-duplicates ---------------------------------------------------------------------------
 
 
-def test_every_variant_is_grouped_with_its_original_and_nothing_else(index, origin):
-    groups = near_duplicate_groups(index)
+def test_every_variant_is_grouped_with_its_original_and_nothing_else(sample_index, origin):
+    groups = near_duplicate_groups(sample_index)
     families: dict[str, set[str]] = {}
     for image_id, original in origin.items():
         families.setdefault(original, set()).add(image_id)
@@ -60,23 +43,24 @@ def test_every_variant_is_grouped_with_its_original_and_nothing_else(index, orig
     assert all(len({origin[i] for i in g}) == 1 for g in groups)
 
 
-def test_groups_do_not_depend_on_the_block_size(index):
-    expected = near_duplicate_groups(index)
-    assert near_duplicate_groups(index, block_bytes=1) == expected  # one row per block
-    assert near_duplicate_groups(index, block_bytes=4 * len(index) * 5) == expected
+def test_groups_do_not_depend_on_the_block_size(sample_index):
+    expected = near_duplicate_groups(sample_index)
+    assert near_duplicate_groups(sample_index, block_bytes=1) == expected  # one row per block
+    assert near_duplicate_groups(sample_index, block_bytes=4 * len(sample_index) * 5) == expected
 
 
-def test_threshold_extremes(index):
-    everything = near_duplicate_groups(index, threshold=1e-9)
+def test_threshold_extremes(sample_index):
+    everything = near_duplicate_groups(sample_index, threshold=1e-9)
     assert len(everything) <= 1  # a very low threshold chains (almost) everything together
-    exact = near_duplicate_groups(index, threshold=1.0)
+    exact = near_duplicate_groups(sample_index, threshold=1.0)
     assert all(len(g) >= 2 for g in exact)
     with pytest.raises(ValueError, match="threshold"):
-        near_duplicate_groups(index, threshold=0)
+        near_duplicate_groups(sample_index, threshold=0)
     with pytest.raises(ValueError, match="threshold"):
-        near_duplicate_groups(index, threshold=1.5)
+        near_duplicate_groups(sample_index, threshold=1.5)
 
 
+@pytest.mark.slow  # 6,000 vectors grouped in blocks of ~10 rows: 600 blocks squared (9-10 s)
 def test_groups_are_transitive_and_blockwise_on_a_larger_table():
     rng = np.random.default_rng(3)
     n, dim = 6_000, 64
@@ -99,25 +83,25 @@ def test_groups_are_transitive_and_blockwise_on_a_larger_table():
     assert groups == expected
 
 
-def test_markdown_report(index):
-    groups = near_duplicate_groups(index)
-    report = duplicates_report(groups, index, threshold=DEFAULT_DUPLICATE_THRESHOLD)
+def test_markdown_report(sample_index):
+    groups = near_duplicate_groups(sample_index)
+    report = duplicates_report(groups, sample_index, threshold=DEFAULT_DUPLICATE_THRESHOLD)
     assert report.startswith("# Near-duplicate groups")
-    assert f"{len(groups)} group(s) of cosine >= 0.90 among {len(index)} images" in report
+    assert f"{len(groups)} group(s) of cosine >= 0.90 among {len(sample_index)} images" in report
     assert report.count("## Group ") == len(groups)
     for group in groups:
         for image_id in group:
             assert f"| {image_id} |" in report
-    assert "No near-duplicates found." in duplicates_report([], index)
+    assert "No near-duplicates found." in duplicates_report([], sample_index)
 
 
 # -- heatmap -----------------------------------------------------------------------------------
 
 
-def test_heatmap_is_a_drawn_png_that_grows_with_the_images(index, tmp_path):
+def test_heatmap_is_a_drawn_png_that_grows_with_the_images(sample_index, tmp_path):
     sizes = []
-    for count in (6, 15, len(index)):
-        path = similarity_heatmap(index, tmp_path / "reports" / f"h{count}.png", max_images=count)
+    for count in (6, 15, len(sample_index)):
+        path = similarity_heatmap(sample_index, tmp_path / "reports" / f"h{count}.png", max_images=count)
         assert path.is_file()
         with Image.open(path) as im:
             assert im.format == "PNG"
@@ -133,43 +117,43 @@ def test_heatmap_is_a_drawn_png_that_grows_with_the_images(index, tmp_path):
     assert heights[0] < heights[1] < heights[2] and widths[0] <= widths[1] < widths[2]
 
 
-def test_heatmap_takes_the_first_images_by_id(index, tmp_path):
-    five = similarity_heatmap(index, tmp_path / "five.png", max_images=5)
-    all_ = similarity_heatmap(index, tmp_path / "all.png", max_images=1000)
+def test_heatmap_takes_the_first_images_by_id(sample_index, tmp_path):
+    five = similarity_heatmap(sample_index, tmp_path / "five.png", max_images=5)
+    all_ = similarity_heatmap(sample_index, tmp_path / "all.png", max_images=1000)
     with Image.open(five) as a, Image.open(all_) as b:
         assert a.size[1] < b.size[1]
     with pytest.raises(ValueError):
-        similarity_heatmap(index, tmp_path / "none.png", max_images=0)
+        similarity_heatmap(sample_index, tmp_path / "none.png", max_images=0)
 
 
 # -- CLI ---------------------------------------------------------------------------------------
 
 
-def test_cli_heatmap_default_path(enriched, index):
-    result = _cli("heatmap", "--dataset", enriched.root, "--max-images", "12")
+def test_cli_heatmap_default_path(enriched_sample, sample_index):
+    result = run_cli("heatmap", "--dataset", enriched_sample.root, "--max-images", "12")
     assert result.exit_code == 0, result.output
-    out = f"{enriched.root}/reports/similarity.png"
+    out = f"{enriched_sample.root}/reports/similarity.png"
     flat = "".join(ch for ch in result.output if not ch.isspace() and ch not in "│┃")  # a long path folds
-    assert out in flat and f"12 of {len(index)}" in result.output
+    assert out in flat and f"12 of {len(sample_index)}" in result.output
     with Image.open(out) as im:
         assert im.format == "PNG"
 
 
-def test_cli_duplicates(enriched, tmp_path):
+def test_cli_duplicates(enriched_sample, tmp_path):
     report = tmp_path / "dups.md"
-    result = _cli("duplicates", "--dataset", enriched.root, "--markdown", str(report))
+    result = run_cli("duplicates", "--dataset", enriched_sample.root, "--markdown", str(report))
     assert result.exit_code == 0, result.output
     for image_id in ("poster-01-crop", "poster-01-jpeg35", "sunset-01-crop", "hills-01-small"):
         assert image_id in result.output
     assert "hills-02" not in result.output
     assert report.read_text().startswith("# Near-duplicate groups")
 
-    result = _cli("duplicates", "--dataset", enriched.root, "--threshold", "2")
+    result = run_cli("duplicates", "--dataset", enriched_sample.root, "--threshold", "2")
     assert result.exit_code != 0
 
 
 def test_cli_errors_on_an_empty_dataset(tmp_path):
     for command in ("heatmap", "duplicates"):
-        result = _cli(command, "--dataset", str(tmp_path / "missing"))
+        result = run_cli(command, "--dataset", str(tmp_path / "missing"))
         assert result.exit_code == 1 and "error:" in result.output and "no dataset" in result.output
     assert not (tmp_path / "missing").exists()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from media_enrichment.providers.bedrock.answers import (
@@ -16,11 +16,12 @@ from media_enrichment.providers.bedrock.answers import (
     parse_claude_answer,
 )
 from media_enrichment.schema import ImageMetadata
+from tests.helpers import fuzz_settings
 from tests.test_answers_hostile import _DIRTY, assert_clean_metadata
 
 #: Seconds one parse may take, far above what any of these need (a bound, not a benchmark).
 BOUND_S = 1.0
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 FIELDS = ("title", "description", "keywords", "tags", "ocr_texts")
 #: Every code point, surrogates and controls included, with escape sequences and markup mixed in.
@@ -91,7 +92,7 @@ def test_random_bodies(body):
     _check(body if isinstance(body, dict) else {"content": body})
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tool_input=TOOL_INPUT)
 def test_round_trip_through_json_text(tool_input):
     """The same input, sent as text holding JSON (as a model without tools would), is as safe."""

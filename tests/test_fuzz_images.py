@@ -7,7 +7,7 @@ import io
 import time
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -18,10 +18,11 @@ from media_enrichment.images import (
     prepare_images,
     sniff_media_type,
 )
+from tests.helpers import fuzz_settings
 
 #: Seconds one preparation may take, far above what these small images need (a bound).
 BOUND_S = 3.0
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = [CLAUDE_LIMITS, TITAN_LIMITS]
 
 

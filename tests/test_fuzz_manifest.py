@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from media_enrichment import catalog as catalog_module
 from media_enrichment.catalog import Catalog, load_catalog
 from media_enrichment.errors import CatalogError
+from tests.helpers import fuzz_settings
 
 #: Seconds one load may take, far above what any of these need (a bound, not a benchmark).
 BOUND_S = 3.0
 
-FUZZ = settings(
+FUZZ = fuzz_settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 
@@ -82,7 +83,7 @@ def test_random_bytes_as_csv_and_parquet(tmp_path, data):
     _load(tmp_path, "m.parquet", b"PAR1" + data + b"PAR1")
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz_settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     width=st.integers(catalog_module.MAX_MANIFEST_COLUMNS - 3, catalog_module.MAX_MANIFEST_COLUMNS + 3),
     huge=st.sampled_from([0, 1, catalog_module.MAX_CELL_CHARS, catalog_module.MAX_CELL_CHARS + 1]),
@@ -113,7 +114,7 @@ def test_wide_manifests_and_huge_cells(tmp_path, width, huge, where):
         assert isinstance(result, Catalog), result
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@fuzz_settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     frame=st.lists(
         st.tuples(st.text(min_size=1, max_size=5), st.text(max_size=10), st.one_of(st.none(), st.integers(), st.text(max_size=5))),

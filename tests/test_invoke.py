@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from media_enrichment.images.encode import Base64Text, PreparedImage
 from media_enrichment.providers.bedrock.invoke import json_bytes
+from tests.helpers import fuzz_settings
 
 
 def reference(body) -> bytes:
@@ -48,7 +49,7 @@ _bodies = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz_settings(max_examples=200, deadline=None)
 @given(_bodies)
 def test_any_body_is_byte_for_byte_what_json_dumps_writes(body):
     assert json_bytes(body) == reference(body)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 _IMPORT_ALL = """
 import importlib, pkgutil, sys
 import media_enrichment
@@ -17,6 +19,7 @@ print(",".join(above))
 """
 
 
+@pytest.mark.slow  # starts a Python process that imports every module of the library (6-18 s)
 def test_the_library_imports_no_prefect_and_nothing_above_it():
     out = subprocess.run([sys.executable, "-c", _IMPORT_ALL], capture_output=True, text=True, check=True).stdout.split("\n")
     modules, above = int(out[0]), out[1]

@@ -76,6 +76,7 @@ def test_describer_identity() -> None:
     assert describer.image_limits == CLAUDE_LIMITS
 
 
+@pytest.mark.slow  # the sample catalogue (5-10 s), and OCR: 1-3 s an image
 def test_ocr_reads_the_poster(sample: dict[str, dict], describer: LocalDescriber) -> None:
     result = describer.describe(prepared(sample["poster-01"]["image"], CLAUDE_LIMITS))
     assert isinstance(result, Description) and isinstance(result.metadata, ImageMetadata)
@@ -94,6 +95,7 @@ def test_ocr_reads_the_poster(sample: dict[str, dict], describer: LocalDescriber
     ("poster", "words"),
     [("poster-02", ("OPEN", "HOURS")), ("poster-05", ("PARKING",))],
 )
+@pytest.mark.slow  # the sample catalogue (5-10 s), and OCR: 1-3 s an image
 def test_ocr_reads_other_signs(
     sample: dict[str, dict], describer: LocalDescriber, poster: str, words: tuple[str, ...]
 ) -> None:
@@ -102,12 +104,14 @@ def test_ocr_reads_other_signs(
     assert all(word in text for word in words), meta.ocr_texts
 
 
+@pytest.mark.slow  # the sample catalogue (5-10 s), and OCR: 1-3 s an image
 def test_pictures_without_text_get_no_ocr_text(sample: dict[str, dict], describer: LocalDescriber) -> None:
     for image_id in ("hills-01", "product-02"):
         meta = describer.describe(prepared(sample[image_id]["image"], CLAUDE_LIMITS)).metadata
         assert meta.ocr_texts == [] and "text" not in meta.tags, (image_id, meta)
 
 
+@pytest.mark.slow  # the sample catalogue (5-10 s), and OCR: 1-3 s an image
 def test_colour_brightness_and_orientation_tags(describer: LocalDescriber, sample: dict[str, dict]) -> None:
     red = describer.describe(prepared(solid((210, 25, 30), (400, 300)), CLAUDE_LIMITS)).metadata
     assert red.tags[0] == "red" and "blue" not in red.tags
@@ -124,6 +128,7 @@ def test_colour_brightness_and_orientation_tags(describer: LocalDescriber, sampl
     assert mug.tags[:2] == ["white", "red"]
 
 
+@pytest.mark.slow  # OCR of the sample catalogue, twice (15-50 s)
 def test_describer_is_deterministic_and_thread_safe(sample: dict[str, dict]) -> None:
     describer = LocalDescriber()
     images = [prepared(sample[i]["image"], CLAUDE_LIMITS) for i in ("poster-03", "poster-04")]
@@ -147,6 +152,7 @@ def test_undecodable_bytes_raise_image_error(describer: LocalDescriber, embedder
 # Embedder
 
 
+@pytest.mark.slow  # the sample catalogue, generated for the module (5-10 s), embedded
 @pytest.mark.parametrize("dim", [256, 384, 1024])
 def test_vectors_are_float32_unit_and_of_the_configured_dim(dim: int, sample: dict[str, dict]) -> None:
     embedder = LocalEmbedder(dim=dim)
@@ -168,6 +174,7 @@ def test_unsupported_dim_is_refused() -> None:
         LocalEmbedder(dim=512)
 
 
+@pytest.mark.slow  # the sample catalogue, generated for the module (5-10 s), embedded
 def test_every_fabricated_variant_finds_its_original(sample: dict[str, dict], sample_vectors) -> None:
     ids, vectors = sample_vectors
     origin = {i: sample[i]["row"]["variant_of"] or i for i in ids}
@@ -187,6 +194,7 @@ def test_every_fabricated_variant_finds_its_original(sample: dict[str, dict], sa
         assert same > 0.9 and same - unrelated > 0.04, (image_id, same, unrelated)
 
 
+@pytest.mark.slow  # the sample catalogue, generated for the module (5-10 s), embedded
 def test_a_mirror_is_not_a_near_duplicate(sample: dict[str, dict], embedder: LocalEmbedder) -> None:
     image = sample["city-02"]["image"]
     original = embedder.embed_image(prepared(image, TITAN_LIMITS))
@@ -196,6 +204,7 @@ def test_a_mirror_is_not_a_near_duplicate(sample: dict[str, dict], embedder: Loc
     assert float(original @ small) > float(original @ mirror) + 0.05
 
 
+@pytest.mark.slow  # the sample catalogue, generated for the module (5-10 s), embedded
 def test_colour_queries_rank_images_of_that_colour_first(
     sample: dict[str, dict], sample_vectors, embedder: LocalEmbedder
 ) -> None:
@@ -222,6 +231,7 @@ def test_unknown_text_gets_a_defined_vector(embedder: LocalEmbedder) -> None:
     assert not np.array_equal(empty, embedder.embed_text("red"))
 
 
+@pytest.mark.slow  # the sample catalogue, generated for the module (5-10 s), embedded
 def test_embedder_is_thread_safe(sample: dict[str, dict], embedder: LocalEmbedder) -> None:
     images = [prepared(sample[i]["image"], TITAN_LIMITS) for i in ("city-01", "abstract-02", "hills-03")]
     serial = [embedder.embed_image(image) for image in images]

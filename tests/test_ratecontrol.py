@@ -341,6 +341,7 @@ def test_a_gate_just_under_the_quota_avoids_the_throttling_an_ungated_client_mee
         assert ungated.get("ok", 0) + lost == 60
 
 
+@pytest.mark.slow  # 30 calls to the loopback Bedrock server at a quota, with botocore's retries (3-4 s)
 def test_throttling_seen_through_the_botocore_hook_cuts_the_concurrency(aws_env):
     plan = FaultPlan(rpm_quota=600, quota_window_s=1.0)  # 10 requests per sliding second
     images = _images(30)
@@ -362,6 +363,7 @@ def test_throttling_seen_through_the_botocore_hook_cuts_the_concurrency(aws_env)
         assert gate.retries_charged >= quota_429s
 
 
+@pytest.mark.slow  # the loopback Bedrock server and a boto3 client (2 s)
 def test_build_bedrock_providers_gates_both_models_from_settings(aws_env):
     with BedrockServer(max_lifetime=60) as server:
         aws_env.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", server.endpoint_url)

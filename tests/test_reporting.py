@@ -14,8 +14,6 @@ from media_enrichment_prefect.flows.enrich import enrich_catalog
 from media_enrichment.pipeline.summary import RunSummary
 from media_enrichment.report import artifact_key, summary_markdown
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 
 def _artifacts(key: str) -> list:
     from prefect.client.orchestration import get_client
@@ -62,6 +60,7 @@ def test_runs_publish_versioned_artifacts(sample_manifest, enriched_sample):
     assert again["heatmap"] == heatmap.as_uri(), "a run that changed nothing links the existing heatmap"
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_failures_table_artifact(tmp_path):
     Image.new("RGB", (40, 30), "green").save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,32 +25,11 @@ from media_enrichment.pipeline.staging import (
 )
 
 
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def s3(monkeypatch, tmp_path):
-    """moto's S3 server; boto3 (AWS_ENDPOINT_URL_S3) and delta-rs (AWS_ENDPOINT_URL) pointed at it."""
-    from moto.server import ThreadedMotoServer
-
-    port = _port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": url, "AWS_ENDPOINT_URL": url, "AWS_ALLOW_HTTP": "true",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3")
-    client.create_bucket(Bucket="media")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # nothing of a remote dataset may land here
-    yield client
-    server.stop()
+def s3(s3, monkeypatch, tmp_path):
+    """conftest's moto S3 server, with ``HOME`` moved: nothing of a remote dataset may land there."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return s3
 
 
 def _parquet_keys(client, prefix: str) -> set[str]:
@@ -205,6 +183,7 @@ def moto_auth(s3, monkeypatch):
         return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
     def sign_as(keys: dict[str, str]) -> None:
+        monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)  # an IAM user's keys come without one
         for name, value in keys.items():
             monkeypatch.setenv(name, value)
         reset_auth("0")  # from now on every request is authenticated and authorised

@@ -10,6 +10,9 @@ from PIL import Image
 
 from media_enrichment.sample import MANIFEST_COLUMNS, MANIFEST_NAME, POSTER_TEXTS, generate_sample_catalog
 
+#: Each test generates the sample catalogue, or reads the module's (2-8 s a generation).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:

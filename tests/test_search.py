@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from deltalake import write_deltalake
-from typer.testing import CliRunner
 
 from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
@@ -22,52 +21,38 @@ from media_enrichment.search import (
     search_text,
     similar,
 )
+from tests.helpers import run_cli
 
 DIM = 256
 
 
 @pytest.fixture(scope="module")
-def enriched(enriched_sample) -> Dataset:
-    return enriched_sample
-
-
-@pytest.fixture(scope="module")
-def index(sample_index) -> VectorIndex:
-    return sample_index
-
-
-@pytest.fixture(scope="module")
-def rows(enriched) -> pd.DataFrame:
-    frame = enriched.read_assets()
+def rows(enriched_sample) -> pd.DataFrame:
+    frame = enriched_sample.read_assets()
     attributes = frame["attributes"].map(json.loads)
     frame["origin"] = [a.get("variant_of") or i for i, a in zip(frame["image_id"], attributes)]
     frame["theme"] = attributes.map(lambda a: a["theme"])
     return frame.set_index("image_id", drop=False)
 
 
-def _cli(*args: str):
-    from media_enrichment_prefect.cli import app
-
-    return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
-
-
-def test_index_holds_every_row_normalised(index, rows):
-    assert len(index) == len(rows)
-    assert sorted(index.ids) == sorted(rows["image_id"])
-    assert index.dim == DIM and index.matrix.dtype == np.float32 and index.matrix.shape == (len(rows), DIM)
-    assert index.embedding_model == f"local/visual-embed-v1-{DIM}"
-    np.testing.assert_allclose(np.linalg.norm(index.matrix, axis=1), 1.0, atol=1e-5)
-    assert "poster-01" in index and "nope" not in index
+def test_index_holds_every_row_normalised(sample_index, rows):
+    assert len(sample_index) == len(rows)
+    assert sorted(sample_index.ids) == sorted(rows["image_id"])
+    assert sample_index.dim == DIM and sample_index.matrix.dtype == np.float32
+    assert sample_index.matrix.shape == (len(rows), DIM)
+    assert sample_index.embedding_model == f"local/visual-embed-v1-{DIM}"
+    np.testing.assert_allclose(np.linalg.norm(sample_index.matrix, axis=1), 1.0, atol=1e-5)
+    assert "poster-01" in sample_index and "nope" not in sample_index
 
 
-def test_query_embedder_is_built_from_the_stored_model(index):
-    embedder = embedder_for(index, Settings())  # settings say 1024 dims; the dataset says 256
+def test_query_embedder_is_built_from_the_stored_model(sample_index):
+    embedder = embedder_for(sample_index, Settings())  # settings say 1024 dims; the dataset says 256
     assert isinstance(embedder, LocalEmbedder)
-    assert embedder.model_id == index.embedding_model and embedder.dim == DIM
+    assert embedder.model_id == sample_index.embedding_model and embedder.dim == DIM
     with pytest.raises(ConfigError, match="not be comparable"):
-        embedder_for(index, Settings(), provider="bedrock")
+        embedder_for(sample_index, Settings(), provider="bedrock")
     with pytest.raises(ConfigError, match="does not match"):
-        search_text(index, LocalEmbedder(1024), "red")
+        search_text(sample_index, LocalEmbedder(1024), "red")
 
 
 def test_bedrock_datasets_get_a_titan_query_embedder(monkeypatch):
@@ -81,55 +66,56 @@ def test_bedrock_datasets_get_a_titan_query_embedder(monkeypatch):
         embedder_for(titan, Settings(aws_region="us-east-1"), provider="local")
 
 
-def test_red_finds_a_red_poster(index, rows):
-    hits = search_text(index, embedder_for(index, Settings()), "red", k=5)
+def test_red_finds_a_red_poster(sample_index, rows):
+    hits = search_text(sample_index, embedder_for(sample_index, Settings()), "red", k=5)
     assert len(hits) == 5 and hits == sorted(hits, key=lambda h: -h.score)
     assert any(rows.loc[h.image_id, "theme"] == "poster" and "red" in h.tags for h in hits[:3]), hits[:3]
 
-def test_similar_to_a_variant_finds_its_original(index, rows):
+def test_similar_to_a_variant_finds_its_original(sample_index, rows):
     variants = rows[rows["origin"] != rows["image_id"]]
     assert len(variants) >= 4
     for variant in variants.itertuples():
         family = set(rows.index[rows["origin"] == variant.origin]) - {variant.image_id}
-        hits = similar(index, variant.image_id, len(family))
+        hits = similar(sample_index, variant.image_id, len(family))
         assert variant.image_id not in [h.image_id for h in hits]
         assert {h.image_id for h in hits} == family, variant.image_id
         # The original comes first, unless another copy identical to it (a re-encode) ties with it.
         first = hits[0].image_id
-        assert first == variant.origin or float(index.vector(first) @ index.vector(variant.origin)) > 0.99
-    assert similar(index, "sunset-01-crop", 1)[0].image_id == "sunset-01"
+        assert first == variant.origin or float(sample_index.vector(first) @ sample_index.vector(variant.origin)) > 0.99
+    assert similar(sample_index, "sunset-01-crop", 1)[0].image_id == "sunset-01"
 
 
-def test_search_by_image_bytes(index, sample_manifest):
+def test_search_by_image_bytes(sample_index, sample_manifest):
     data = (sample_manifest.parent / "landscape" / "hills-01.jpg").read_bytes()
-    hits = search_image(index, embedder_for(index, Settings()), data, k=2)
+    hits = search_image(sample_index, embedder_for(sample_index, Settings()), data, k=2)
     assert {h.image_id for h in hits} == {"hills-01", "hills-01-small"}
     assert hits[0].score > 0.99
 
 
-def test_tag_and_keyword_filters_are_a_mask_before_ranking(index, rows):
-    query = index.vector("poster-01")
+def test_tag_and_keyword_filters_are_a_mask_before_ranking(sample_index, rows):
+    query = sample_index.vector("poster-01")
     with_text = set(rows.index[rows["tags"].map(lambda t: "text" in t)])
     assert 0 < len(with_text) < len(rows)
-    hits = index.search_vector(query, k=len(rows), tags=["TEXT"])  # case-insensitive
+    hits = sample_index.search_vector(query, k=len(rows), tags=["TEXT"])  # case-insensitive
     assert {h.image_id for h in hits} == with_text
     assert all("text" in h.tags for h in hits)
 
     # Every given tag must be present; the best rows by score that lack it are not returned.
     tag = next(t for t in rows.loc["poster-01", "tags"] if t != "text")
     both = {i for i in with_text if tag in rows.loc[i, "tags"]}
-    assert {h.image_id for h in index.search_vector(query, k=50, tags=["text", tag])} == both
-    assert index.search_vector(query, k=5, tags=["no-such-tag"]) == []
+    assert {h.image_id for h in sample_index.search_vector(query, k=50, tags=["text", tag])} == both
+    assert sample_index.search_vector(query, k=5, tags=["no-such-tag"]) == []
 
     keyword = rows.loc["poster-01", "keywords"][0]
-    hits = index.search_vector(query, k=50, keywords=[keyword.upper()])
+    hits = sample_index.search_vector(query, k=50, keywords=[keyword.upper()])
     assert hits and all(keyword.casefold() in {k.casefold() for k in h.keywords} for h in hits)
     assert "poster-01" in {h.image_id for h in hits}
 
-    hits = index.search_vector(query, k=3, tags="text", exclude=["poster-01"])
+    hits = sample_index.search_vector(query, k=3, tags="text", exclude=["poster-01"])
     assert "poster-01" not in {h.image_id for h in hits} and all("text" in h.tags for h in hits)
 
 
+@pytest.mark.slow  # 100,000 rows of 256 floats, indexed and searched (2.6-4.6 s)
 def test_planted_neighbour_found_among_100k_rows():
     rng = np.random.default_rng(7)
     n, dim = 100_000, 256
@@ -148,18 +134,18 @@ def test_planted_neighbour_found_among_100k_rows():
     assert ids[planted] not in [h.image_id for h in index.search_vector(query, k=10, exclude=[ids[planted]])]
 
 
-def test_bad_queries_are_refused(index):
+def test_bad_queries_are_refused(sample_index):
     with pytest.raises(DatasetError, match="unknown image id 'poster-1'.*poster-01"):
-        similar(index, "poster-1", 3)
+        similar(sample_index, "poster-1", 3)
     with pytest.raises(DatasetError, match="has 3 values"):
-        index.search_vector(np.ones(3), k=1)
+        sample_index.search_vector(np.ones(3), k=1)
     with pytest.raises(ValueError, match="k must be"):
-        index.search_vector(index.vector("poster-01"), k=0)
+        sample_index.search_vector(sample_index.vector("poster-01"), k=0)
     with pytest.raises(ValueError, match="empty"):
-        search_text(index, embedder_for(index, Settings()), "  ")
+        search_text(sample_index, embedder_for(sample_index, Settings()), "  ")
 
 
-def test_empty_and_mixed_datasets_are_refused(enriched, tmp_path):
+def test_empty_and_mixed_datasets_are_refused(enriched_sample, tmp_path):
     with pytest.raises(DatasetError, match="no dataset"):
         VectorIndex.from_dataset(Dataset(tmp_path / "nothing"))
 
@@ -168,7 +154,7 @@ def test_empty_and_mixed_datasets_are_refused(enriched, tmp_path):
     with pytest.raises(DatasetError, match="no images"):
         VectorIndex.from_dataset(empty)
 
-    table = enriched.assets_table().to_pyarrow_table()
+    table = enriched_sample.assets_table().to_pyarrow_table()
     models = table.column("embedding_model").to_pylist()
     models[0] = "amazon.titan-embed-image-v1"
     mixed = Dataset(tmp_path / "mixed")
@@ -178,41 +164,41 @@ def test_empty_and_mixed_datasets_are_refused(enriched, tmp_path):
         VectorIndex.from_dataset(mixed)
 
 
-def test_time_travel(enriched, index):
-    assert len(VectorIndex.from_dataset(enriched, version=0)) == len(index)
+def test_time_travel(enriched_sample, sample_index):
+    assert len(VectorIndex.from_dataset(enriched_sample, version=0)) == len(sample_index)
     with pytest.raises(DatasetError):
-        VectorIndex.from_dataset(enriched, version=99)
+        VectorIndex.from_dataset(enriched_sample, version=99)
 
 
-def test_cli_search_and_similar(enriched):
-    result = _cli("search", "red", "--dataset", enriched.root, "-k", "3")
+def test_cli_search_and_similar(enriched_sample):
+    result = run_cli("search", "red", "--dataset", enriched_sample.root, "-k", "3")
     assert result.exit_code == 0, result.output
     assert "poster-01" in result.output and "local/visual-embed-v1-256" in result.output
 
-    result = _cli("search", "red", "--dataset", enriched.root, "-k", "40", "--tag", "text")
+    result = run_cli("search", "red", "--dataset", enriched_sample.root, "-k", "40", "--tag", "text")
     assert result.exit_code == 0, result.output
     assert all(f"poster-0{i}" in result.output for i in range(1, 6))
     assert not any(word in result.output for word in ("sunset", "hills", "city-", "product-", "abstract-"))
 
-    result = _cli("similar", "city-03-crop", "--dataset", enriched.root, "-k", "1")
+    result = run_cli("similar", "city-03-crop", "--dataset", enriched_sample.root, "-k", "1")
     assert result.exit_code == 0, result.output
     assert "city-03 " in result.output and "city-01" not in result.output
 
 
-def test_cli_errors_exit_1_with_a_message(enriched, tmp_path):
-    result = _cli("similar", "no-such-image", "--dataset", enriched.root)
+def test_cli_errors_exit_1_with_a_message(enriched_sample, tmp_path):
+    result = run_cli("similar", "no-such-image", "--dataset", enriched_sample.root)
     assert result.exit_code == 1 and "error:" in result.output and "unknown image id" in result.output
-    result = _cli("search", "red", "--dataset", str(tmp_path / "missing"))
+    result = run_cli("search", "red", "--dataset", str(tmp_path / "missing"))
     assert result.exit_code == 1 and "no dataset" in result.output
-    result = _cli("search", "red", "--dataset", enriched.root, "--provider", "bedrock")
+    result = run_cli("search", "red", "--dataset", enriched_sample.root, "--provider", "bedrock")
     assert result.exit_code == 1 and "not be comparable" in result.output
-    result = _cli("search", "--dataset", enriched.root)
+    result = run_cli("search", "--dataset", enriched_sample.root)
     assert result.exit_code == 1 and "either a query text or --image" in result.output
 
 
-def test_index_of_chosen_rows_only(enriched, tmp_path):
+def test_index_of_chosen_rows_only(enriched_sample, tmp_path):
     ids = ["city-01", "poster-01", "sunset-01"]
-    index = VectorIndex.from_dataset(enriched, image_ids=ids)
+    index = VectorIndex.from_dataset(enriched_sample, image_ids=ids)
     assert sorted(index.ids.tolist()) == ids
     # A table of several files (one per commit) is filtered the same way.
     import pyarrow as pa
@@ -220,7 +206,7 @@ def test_index_of_chosen_rows_only(enriched, tmp_path):
     from media_enrichment.dataset import Dataset
 
     copy = Dataset(tmp_path / "copy")
-    rows = pa.Table.from_pandas(enriched.read_assets(), preserve_index=False)
+    rows = pa.Table.from_pandas(enriched_sample.read_assets(), preserve_index=False)
     for start in range(0, rows.num_rows, 10):
         copy.merge_assets(rows.slice(start, 10), metadata={})
     assert sorted(VectorIndex.from_dataset(copy, image_ids=ids).ids.tolist()) == ids

@@ -10,7 +10,6 @@ tables, every file under the dataset (staging and reports included) and Prefect'
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -19,10 +18,10 @@ import string
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from media_enrichment.dataset import Dataset
 from media_enrichment.testing import BedrockServer, FaultPlan
+from tests.helpers import write_catalog
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -50,19 +49,13 @@ def _needles(*creds: dict[str, str]) -> dict[str, str]:
 
 
 def _catalog(folder: Path) -> Path:
+    """Eight PNGs, an undecodable one and a row for a file that does not exist."""
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "catalog.csv"
-    rows = []
-    for i in range(8):
-        Image.new("RGB", (48 + 4 * i, 40), (30 * i, 120, 200 - 20 * i)).save(folder / f"{i}.png")
-        rows.append((f"img{i}", f"{i}.png"))
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
-    rows += [("broken", "broken.png"), ("missing", "missing.png")]
-    with manifest.open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["image_id", "path"])
-        writer.writerows(rows)
-    return manifest
+    return write_catalog(
+        folder, 8, size=lambda i: (48 + 4 * i, 40), colour=lambda i: (30 * i, 120, 200 - 20 * i),
+        extra_rows=[("broken", "broken.png"), ("missing", "missing.png")],
+    )
 
 
 def _prefect_records(flow_run_id: str) -> dict[str, str]:

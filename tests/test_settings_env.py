@@ -28,8 +28,6 @@ from media_enrichment.errors import RetryableProviderError
 from media_enrichment.prompts import load_prompt
 from media_enrichment.testing import BedrockServer, FaultPlan
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
-
 NOVA = "amazon.nova-2-multimodal-embeddings-v1:0"
 GLOBAL_HAIKU = "global.anthropic.claude-haiku-4-5-20251001-v1:0"
 
@@ -377,7 +375,7 @@ def test_every_setting_is_checked():
 
 
 @pytest.fixture
-def trial(aws_env, tmp_path, sample_manifest):
+def trial(prefect_harness, aws_env, tmp_path, sample_manifest):
     with ExitStack() as stack:
         yield Trial(aws_env, tmp_path, sample_manifest, stack)
 
