@@ -309,7 +309,7 @@ def test_throttled_create_and_get_answer_429_and_retries_get_through(bedrock, s3
 
 def test_list_filters_and_pages_and_stop(bedrock, s3):
     put_records(s3, "in/a.jsonl", {f"R{i:010d}": titan_body(png(i)) for i in range(3)})
-    _, client = bedrock(state_seconds=0.5)
+    _, client = bedrock(state_seconds=3.0)  # all four still Submitted when listed, on a busy machine too
     arns = [create(client, name=f"backfill-{i}") for i in range(3)]
     other = create(client, name="nightly")
     names = [j["jobName"] for j in client.list_model_invocation_jobs(nameContains="backfill")["invocationJobSummaries"]]
