@@ -11,7 +11,6 @@ side in one run, against the project's Bedrock-compatible server started in a se
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -25,6 +24,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import TARGETS, log
+from benchmarks.prepare import compare_prepare
+from benchmarks.report import table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -65,18 +68,6 @@ FAR_SERVER = {**LATENCY, "rpm-quota": 6000, "quota-window": 20}
 ZERO_LATENCY = {"log-size": 100_000}
 BARE_THREADS = (8, 16)
 THROTTLE_RATE = 0.05
-TARGETS = {
-    "quota_share": 0.90,  # of the rpm the user set, first Claude call to last
-    "default_speedup": 3.0,  # against the notebook, nothing set
-    "floor_ratio": 0.8,  # images/s per process against the bare-boto3 floor
-    "lost": 0,
-    "prepare_speedup": 3.0,
-    "memory_ratio": 1.2,
-}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,127 +241,6 @@ def compare_throttling(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# 6: preparing 12-megapixel JPEGs
-# ---------------------------------------------------------------------------------------------
-
-
-def _naive_claude(data: bytes) -> None:
-    from PIL import Image
-
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    im.thumbnail((1568, 1568))
-    im.save(io.BytesIO(), "JPEG", quality=88)
-
-
-def _naive_claude_titan(data: bytes) -> None:
-    from PIL import Image
-
-    im = Image.open(io.BytesIO(data)).convert("RGB")
-    titan = im.copy()
-    titan.thumbnail((2048, 2048))
-    titan.save(io.BytesIO(), "JPEG", quality=88)
-    im.thumbnail((1568, 1568))
-    im.save(io.BytesIO(), "JPEG", quality=88)
-
-
-def _pipeline_claude(data: bytes) -> None:
-    from media_enrichment.images import CLAUDE_LIMITS, prepare_images
-
-    prepare_images(data, [CLAUDE_LIMITS])
-
-
-def _pipeline_claude_lanczos(data: bytes) -> None:
-    """The pipeline's path with LANCZOS as the last resampling step (before ``CHEAP_RESAMPLE_FROM``)."""
-    from media_enrichment.images import CLAUDE_LIMITS, encode, prepare_images
-
-    saved = encode.CHEAP_RESAMPLE_FROM
-    encode.CHEAP_RESAMPLE_FROM = math.inf
-    try:
-        prepare_images(data, [CLAUDE_LIMITS])
-    finally:
-        encode.CHEAP_RESAMPLE_FROM = saved
-
-
-def _pipeline_claude_titan(data: bytes) -> None:
-    from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, prepare_images
-
-    prepare_images(data, [CLAUDE_LIMITS, TITAN_LIMITS])
-
-
-def _psnr(data: bytes) -> dict[str, Any]:
-    """How far the Claude image sent is from a full-resolution LANCZOS resize of the original (dB).
-
-    Measured for the pipeline's image and for the same path with LANCZOS as the last step (the
-    resample before ``CHEAP_RESAMPLE_FROM`` existed); both include the JPEG encoding at quality 88.
-    """
-    import numpy as np
-    from PIL import Image
-
-    from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, encode, prepare_images
-
-    def psnr(image: Any, reference: Any) -> float | None:
-        with Image.open(io.BytesIO(image.data)) as sent:
-            got = np.asarray(sent.convert("RGB"), dtype=np.float64)
-        mse = float(np.mean((got - reference) ** 2))
-        return round(10 * math.log10(255**2 / mse), 1) if mse else None
-
-    _, (claude, titan) = prepare_images(data, [CLAUDE_LIMITS, TITAN_LIMITS])
-    saved = encode.CHEAP_RESAMPLE_FROM
-    encode.CHEAP_RESAMPLE_FROM = math.inf
-    try:
-        _, (lanczos,) = prepare_images(data, [CLAUDE_LIMITS])
-    finally:
-        encode.CHEAP_RESAMPLE_FROM = saved
-    with Image.open(io.BytesIO(data)) as full:
-        full = full.convert("RGB")
-        reference = np.asarray(full.resize((claude.width, claude.height), Image.Resampling.LANCZOS), dtype=np.float64)
-    return {
-        "claude_size": [claude.width, claude.height],
-        "titan_size": [titan.width, titan.height],
-        "claude_psnr_db": psnr(claude, reference),
-        "claude_psnr_db_lanczos_last_step": psnr(lanczos, reference),
-    }
-
-
-def compare_prepare(cfg: dict[str, Any]) -> dict[str, Any]:
-    from benchmarks.harness import make_photo_jpegs
-
-    log(f"6. drawing {cfg['jpegs']} 12-megapixel JPEGs")
-    jpegs = make_photo_jpegs(cfg["jpegs"])
-    methods = {
-        "naive_claude": _naive_claude,
-        "pipeline_claude": _pipeline_claude,
-        "pipeline_claude_lanczos": _pipeline_claude_lanczos,
-        "naive_claude_titan": _naive_claude_titan,
-        "pipeline_claude_titan": _pipeline_claude_titan,
-    }
-    names = list(methods)
-    for fn in methods.values():  # warm up
-        fn(jpegs[0])
-    times: dict[str, list[float]] = {name: [] for name in names}
-    log(f"6. preparing them {cfg['rounds']} times with each method, interleaved")
-    for r in range(cfg["rounds"]):
-        for i, data in enumerate(jpegs):
-            shift = (r + i) % len(names)
-            for name in names[shift:] + names[:shift]:  # rotate the order: no method always first
-                started = time.perf_counter()
-                methods[name](data)
-                times[name].append(time.perf_counter() - started)
-    median_ms = {name: round(statistics.median(v) * 1000, 1) for name, v in times.items()}
-    quality = [_psnr(data) for data in jpegs]
-    return {
-        "jpegs": len(jpegs),
-        "megapixels": 12.0,
-        "bytes": [len(d) for d in jpegs],
-        "rounds": cfg["rounds"],
-        "median_ms": median_ms,
-        "speedup_claude": round(median_ms["naive_claude"] / median_ms["pipeline_claude"], 2),
-        "speedup_claude_lanczos_last_step": round(median_ms["naive_claude"] / median_ms["pipeline_claude_lanczos"], 2),
-        "speedup_claude_titan": round(median_ms["naive_claude_titan"] / median_ms["pipeline_claude_titan"], 2),
-        "speedup_claude_titan_vs_naive_claude": round(median_ms["naive_claude"] / median_ms["pipeline_claude_titan"], 2),
-        "quality": quality,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,120 +288,6 @@ def compare_memory(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# The table
-# ---------------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.2f}{unit}" if unit != "%" else f"{value * 100:.1f}%"
-    return f"{value}{unit}"
-
-
-def table(results: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str, str]] = []
-
-    quick = results.get("mode") == "quick"
-
-    def add(comparison: str, measure: str, value: str, target: str = "", ok: bool | None = None) -> None:
-        # Quick runs are too short for the targets: their rows are shown, not judged.
-        met = "" if ok is None else ("-" if quick else ("yes" if ok else "NO"))
-        rows.append((comparison, measure, value, target, met))
-
-    c = results["comparisons"]
-    if "quota" in c:
-        q = c["quota"]
-        rpm = q["user_settings"]["describer_rpm"]
-        for n, run in q["runs"].items():
-            name = f"1 only the quota set, {n} images"
-            pipe = run["pipeline"]
-            if "notebook" in run:
-                nb = run["notebook"]
-                add(name, "notebook wall-clock / Claude rpm", f"{nb['seconds']:.1f} s / {nb['server']['claude_whole_rpm']:.0f}")
-            add(name, "pipeline wall-clock (flow, defaults)", f"{pipe['seconds']:.1f} s ({pipe['ok']} ok)")
-            add(name, f"Claude rpm first call to last / set ({rpm})", f"{pipe['server']['claude_whole_rpm']:.0f} = {_fmt(run['whole_run_share'], '%')}",
-                ">= 90%", (run["whole_run_share"] or 0) >= TARGETS["quota_share"])
-            add(name, "Claude rpm, steady middle half", f"{pipe['server']['claude_steady_rpm'] or 0:.0f} = {_fmt(run['steady_share'], '%')}")
-            add(name, "quota 429s, pipeline", str(pipe["server"]["claude_quota_429"] + pipe["server"]["titan_quota_429"]))
-            if "speedup" in run:
-                add(name, "speedup (notebook / pipeline)", f"{run['speedup']:.2f}x")
-    if "defaults" in c:
-        d = c["defaults"]
-        nb, pipe = d["notebook"], d["pipeline"]
-        name = f"2 nothing set, {d['images']} images"
-        add(name, "notebook wall-clock", f"{nb['seconds']:.1f} s ({nb['ok']} ok)")
-        add(name, "pipeline wall-clock (flow, defaults)", f"{pipe['seconds']:.1f} s ({pipe['ok']} ok)")
-        add(name, "speedup (notebook / pipeline)", f"{d['speedup']:.2f}x", ">= 3x", d["speedup"] >= TARGETS["default_speedup"])
-        add(name, "quota 429s: notebook / pipeline", f"{d['quota_429']['notebook']} / {d['quota_429']['pipeline']}",
-            "<= notebook", d["quota_429"]["pipeline"] <= d["quota_429"]["notebook"])
-    if "floor" in c:
-        f = c["floor"]
-        name = f"3 CPU per image, {f['images']} images"
-        bare = ", ".join(f"{t} threads {max(v):.0f}" for t, v in f["bare"].items())
-        add(name, "bare boto3 loop, images/s (best of 2)", bare)
-        gate = f["pipeline"][-1]["describer_gate"]
-        add(name, "pipeline (run driver, defaults), images/s", f"{f['pipeline_images_per_s']:.0f} (Claude window peak {gate['peak_in_flight']})")
-        add(name, "pipeline / floor", f"{f['ratio']:.2f}", ">= 0.8", f["ratio"] >= TARGETS["floor_ratio"])
-    if "dask" in c:
-        k = c["dask"]
-        name = f"4 Dask, {k['images']} images"
-        add(name, "flow, threads of one process: images/s", f"{k['threads']['images_per_s']:.0f} ({k['threads']['seconds']:.1f} s)")
-        add(name, "flow, Dask 2 worker processes: images/s", f"{k['dask']['images_per_s']:.0f} ({k['dask']['seconds']:.1f} s)")
-        add(name, "Dask / one process, whole run", f"{k['ratio']:.2f}")
-        if k.get("calls_ratio"):
-            add(
-                name, "while the chunks run (first call to last): images/s, one process / Dask",
-                f"{k['threads']['calls_images_per_s']:.0f} / {k['dask']['calls_images_per_s']:.0f} = {k['calls_ratio']:.2f}",
-            )
-        add(name, "cores busy (machine / test server): one process", f"{k['threads']['machine_busy_cores']:.2f} / {k['threads']['server_cores']:.2f} of {results['machine']['cpus']}")
-        add(name, "cores busy (machine / test server): Dask", f"{k['dask']['machine_busy_cores']:.2f} / {k['dask']['server_cores']:.2f} of {results['machine']['cpus']}")
-    if "throttling" in c:
-        t = c["throttling"]
-        pipe, nb = t["pipeline"], t["notebook"]
-        name = f"5 {t['throttle_rate']:.0%} throttled, {t['images']} images"
-        add(name, "pipeline images lost", str(t["lost"]), "0", t["lost"] == 0)
-        calls = 2 * t["images"]
-        add(name, "pipeline extra calls (retried 429s)", f"{t['extra_calls']} ({t['extra_calls'] / calls:.1%} of {calls} calls)")
-        add(name, "pipeline wall-clock / share of the set rpm", f"{pipe['seconds']:.1f} s / {_fmt(t['whole_run_share'], '%')}")
-        add(name, f"notebook ({nb['images']} images): lost / extra calls", f"{nb['lost']} / {nb['server']['extra_calls']}")
-    if "prepare" in c:
-        p = c["prepare"]
-        m = p["median_ms"]
-        name = f"6 12 MP JPEG prep, {p['jpegs']}x{p['rounds']}"
-        add(name, "naive Claude / pipeline Claude", f"{m['naive_claude']:.0f} / {m['pipeline_claude']:.0f} ms")
-        add(name, "speedup, Claude", f"{p['speedup_claude']:.2f}x", ">= 3x", p["speedup_claude"] >= TARGETS["prepare_speedup"])
-        add(name, "  same path, LANCZOS last step", f"{m['pipeline_claude_lanczos']:.0f} ms, {p['speedup_claude_lanczos_last_step']:.2f}x")
-        add(name, "naive / pipeline, Claude+Titan", f"{m['naive_claude_titan']:.0f} / {m['pipeline_claude_titan']:.0f} ms")
-        add(name, "speedup, Claude+Titan", f"{p['speedup_claude_titan']:.2f}x", ">= 3x",
-            p["speedup_claude_titan"] >= TARGETS["prepare_speedup"])
-        psnr = [q["claude_psnr_db"] for q in p["quality"] if q["claude_psnr_db"]]
-        before = [q["claude_psnr_db_lanczos_last_step"] for q in p["quality"] if q["claude_psnr_db_lanczos_last_step"]]
-        if psnr and before:
-            add(name, "PSNR vs full-res LANCZOS (min): sent / LANCZOS last step", f"{min(psnr):.1f} / {min(before):.1f} dB")
-    if "memory" in c:
-        mem = c["memory"]
-        small, big = mem["sizes"]
-        name = f"7 peak memory, {small} vs {big}"
-        enriched, peak = mem["enriched_peak_mb"], mem["peak_mb"]
-        each = " ".join(
-            f"{size}: " + "/".join(f"{r['peak_mb']:.0f}" for r in mem["runs"][str(size)]) for size in (small, big)
-        )
-        add(name, f"peak RSS, enrichment path (median of {mem['repeats']})", f"{enriched[0]:.0f} / {enriched[1]:.0f} MiB")
-        add(name, "ratio, enrichment path", f"{mem['enrich_peak_ratio']:.3f}", "<= 1.2",
-            mem["enrich_peak_ratio"] <= TARGETS["memory_ratio"])
-        add(name, f"peak RSS, + Delta commits (median of {mem['repeats']})", f"{peak[0]:.0f} / {peak[1]:.0f} MiB")
-        add(name, "peak RSS of each run, + Delta commits", each + " MiB")
-        add(name, "ratio, + Delta commits", f"{mem['peak_ratio']:.3f}", "<= 1.2", mem["peak_ratio"] <= TARGETS["memory_ratio"])
-    header = ("comparison", "measure", "value", "target", "met")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
-    if quick:
-        lines.append("(quick run: sizes too small for the targets, which are judged on the full run only)")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
