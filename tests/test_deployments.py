@@ -138,7 +138,13 @@ def test_deployed_to_a_process_work_pool_and_run_by_a_worker(prefect_server, sam
         )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # A worker's graceful shutdown can outlast a minute on a busy 2-core machine (seen on
+            # a fresh clone under two xdist workers); what this test checks is the run, below.
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
     assert "Completed" in run.stdout, run.stdout + (tmp_path / "worker.log").read_text()[-3000:]
     rows = Dataset(str(dataset)).read_assets()
     assert len(rows) == 8 and set(rows["batch"]) == {"pool"}
