@@ -293,14 +293,23 @@ def run_notebook(paths: Sequence[str], *, threads: int = 5) -> RunResult:
     return RunResult("notebook", len(paths), seconds, ok, len(paths) - ok, {"describe_phase_s": round(described, 3)})
 
 
-def run_bare(paths: Sequence[str], *, threads: int) -> RunResult:
+def run_bare(paths: Sequence[str], *, threads: int, client: str = "default") -> RunResult:
     """The floor: the same two boto3 calls per image from ``threads`` threads, nothing else.
 
     Each image is read and prepared, and both request bodies are built and serialised, before
     the clock starts (the same bodies the pipeline's providers send); timed are only the two
     ``invoke_model`` calls per image and the decoding of their JSON answers: no gates, no
     preparation, no rows, no staging.
+
+    Args:
+        client: ``"default"``: the client a script writes, ``boto3.client("bedrock-runtime")``
+            with a connection per thread (the floor); ``"pipeline"``: the pipeline's own client
+            configuration (``aws.bedrock_client_config``), to tell the pipeline's own work from
+            what its client configuration saves.
     """
+    import boto3
+    from botocore.config import Config
+
     from media_enrichment.aws import bedrock_runtime_client, make_session
     from media_enrichment.catalog import read_bytes
     from media_enrichment.images import CLAUDE_LIMITS, TITAN_LIMITS, prepare_images
@@ -308,9 +317,14 @@ def run_bare(paths: Sequence[str], *, threads: int) -> RunResult:
     from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 
     settings = _settings(concurrency=threads)
-    client = bedrock_runtime_client(make_session(profile=None, region=None), settings=settings)
-    describer = BedrockDescriber(client, model_id=CLAUDE)
-    embedder = BedrockEmbedder(client, model_id=TITAN, dim=settings.embedding_dim)
+    if client == "default":
+        runtime = boto3.Session().client("bedrock-runtime", config=Config(max_pool_connections=threads))
+    elif client == "pipeline":
+        runtime = bedrock_runtime_client(make_session(profile=None, region=None), settings=settings)
+    else:
+        raise ValueError(f"client must be 'default' or 'pipeline', got {client!r}")
+    describer = BedrockDescriber(runtime, model_id=CLAUDE)
+    embedder = BedrockEmbedder(runtime, model_id=TITAN, dim=settings.embedding_dim)
     bodies = []
     for path in paths:
         _, (for_claude, for_titan) = prepare_images(read_bytes(path), [CLAUDE_LIMITS, TITAN_LIMITS])
@@ -320,7 +334,7 @@ def run_bare(paths: Sequence[str], *, threads: int) -> RunResult:
 
     def one(pair: tuple[bytes, bytes]) -> bool:
         for model, body in zip((CLAUDE, TITAN), pair):
-            answer = client.invoke_model(modelId=model, body=body, contentType="application/json", accept="application/json")
+            answer = runtime.invoke_model(modelId=model, body=body, contentType="application/json", accept="application/json")
             json.loads(answer["body"].read())
         return True
 
@@ -328,7 +342,7 @@ def run_bare(paths: Sequence[str], *, threads: int) -> RunResult:
     with ThreadPoolExecutor(threads) as pool:
         ok = sum(pool.map(one, bodies))
     seconds = time.perf_counter() - started
-    return RunResult("bare boto3", len(paths), seconds, ok, len(paths) - ok, {"threads": threads})
+    return RunResult("bare boto3", len(paths), seconds, ok, len(paths) - ok, {"threads": threads, "client": client})
 
 
 def run_pipeline(

@@ -58,10 +58,14 @@ def table(results: dict[str, Any]) -> str:
         f = c["floor"]
         name = f"3 CPU per image, {f['images']} images"
         bare = ", ".join(f"{t} threads {max(v):.0f}" for t, v in f["bare"].items())
-        add(name, "bare boto3 loop, images/s (best of 2)", bare)
+        add(name, "bare boto3 loop (default client), images/s (best of 2)", bare)
+        if f.get("bare_pipeline_client"):
+            add(name, "bare loop on the pipeline's client, 16 threads", f"{max(f['bare_pipeline_client']):.0f}")
         gate = f["pipeline"][-1]["describer_gate"]
         add(name, "pipeline (run driver, defaults), images/s", f"{f['pipeline_images_per_s']:.0f} (Claude window peak {gate['peak_in_flight']})")
         add(name, "pipeline / floor", f"{f['ratio']:.2f}", ">= 0.8", f["ratio"] >= TARGETS["floor_ratio"])
+        if "ratio_same_client" in f:
+            add(name, "pipeline / bare loop on its client (its own work)", f"{f['ratio_same_client']:.2f}")
     if "dask" in c:
         k = c["dask"]
         name = f"4 Dask, {k['images']} images"

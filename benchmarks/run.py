@@ -153,7 +153,7 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     n = cfg["images"]
     manifest = make_catalog(workdir / f"catalog-{n}", n, size=256)
     paths = manifest_paths(manifest)
-    out: dict[str, Any] = {"images": n, "server": ZERO_LATENCY, "bare": {}, "pipeline": []}
+    out: dict[str, Any] = {"images": n, "server": ZERO_LATENCY, "bare": {}, "bare_pipeline_client": [], "pipeline": []}
     with ServerProcess(**ZERO_LATENCY) as server:
         use_endpoint(server.endpoint)
         for rep in range(2):  # alternate, so a drift of the machine touches both
@@ -162,6 +162,12 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 bare = run_bare(paths, threads=threads)
                 out["bare"].setdefault(str(threads), []).append(round(bare.images / bare.seconds, 1))
                 server.reset()
+            # The same loop on the pipeline's client configuration (its User-Agent built once):
+            # the pipeline against it is the cost of the pipeline's own work alone.
+            log(f"3. bare boto3 loop on the pipeline's client, {BARE_THREADS[-1]} threads ({rep + 1}/2)")
+            bare = run_bare(paths, threads=BARE_THREADS[-1], client="pipeline")
+            out["bare_pipeline_client"].append(round(bare.images / bare.seconds, 1))
+            server.reset()
             log(f"3. pipeline through the run driver, defaults, {n} images ({rep + 1}/2)")
             shutil.rmtree(workdir / "floor", ignore_errors=True)
             result, describer, embedder = run_pipeline(manifest, workdir / "floor")
@@ -175,6 +181,7 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out["floor_images_per_s"] = max(max(v) for v in out["bare"].values())
     out["pipeline_images_per_s"] = max(r["images_per_s"] for r in out["pipeline"])
     out["ratio"] = round(out["pipeline_images_per_s"] / out["floor_images_per_s"], 3)
+    out["ratio_same_client"] = round(out["pipeline_images_per_s"] / max(out["bare_pipeline_client"]), 3)
     return out
 
 

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         "data/dataset",
         description="Dataset root: holds the Delta tables 'assets' and 'failures' and the staging area.",
     )
-    chunk_size: int = Field(16, ge=1, le=10_000, description="Images per Prefect task run (a unit of staging).")
+    chunk_size: int = Field(64, ge=1, le=10_000, description="Images per Prefect task run (a unit of staging).")
     concurrency: int = Field(
         32,
         ge=1,

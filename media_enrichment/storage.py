@@ -145,7 +145,9 @@ def list_files(folder: str | Path, *, prefix: str = "", suffix: str = "", option
     return [join(folder, name) for name in names]
 
 
-def write_parquet(table: pa.Table, location: str | Path, *, options: Options = None) -> None:
+def write_parquet(
+    table: pa.Table, location: str | Path, *, options: Options = None, use_dictionary: bool | list[str] = True
+) -> None:
     """Write a Parquet file so that it appears whole or not at all.
 
     Locally: a temporary file of this writer's own, then a rename. On S3 an object becomes
@@ -153,18 +155,20 @@ def write_parquet(table: pa.Table, location: str | Path, *, options: Options = N
     sent, so that an upload cut short can never leave a readable file holding only part of
     the rows (its footer comes last). Errors no retry can fix (a file where a folder should
     be, no permission, no bucket, access denied) raise ``DatasetLocationError``.
+    ``use_dictionary`` is ``pyarrow.parquet.write_table``'s: True, False, or the columns to
+    dictionary-encode.
     """
     with _fatal_errors_translated(location):
         if is_remote(location):
             fs, path = _resolve(location, options)
             buffer = pa.BufferOutputStream()
-            pq.write_table(table, buffer)
+            pq.write_table(table, buffer, use_dictionary=use_dictionary)
             with fs.open_output_stream(path) as out:
                 out.write(buffer.getvalue())
             return
         tmp = f"{location}.{uuid.uuid4().hex}.tmp"  # unique: two writers never share one
         try:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, use_dictionary=use_dictionary)
             os.replace(tmp, location)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -119,6 +119,10 @@ def _attributes(catalog: Catalog) -> list[str | None]:
     return [json.dumps(r, default=str, sort_keys=True) for r in records]
 
 
+#: Most images one hashing task reads in a row (``plan_work``).
+_HASH_RUN = 32
+
+
 def plan_work(
     catalog: Catalog,
     *,
@@ -164,8 +168,13 @@ def plan_work(
         except ImageError as exc:  # this image only; a CatalogAccessError stops the plan
             return exc
 
+    uris = list(frame["source_uri"])
+    # Runs of images per task: a task per image costs more in futures than reading and hashing
+    # a small image does; the runs still spread the reads over every thread.
+    run = max(1, min(_HASH_RUN, len(uris) // max(1, 4 * workers)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        digests = list(pool.map(digest, frame["source_uri"]))
+        runs = pool.map(lambda start: [digest(uri) for uri in uris[start : start + run]], range(0, len(uris), run))
+        digests = [d for part in runs for d in part]
 
     reusable: set[tuple[str, str]] = set()
     if not force and not stored.empty:
