@@ -187,6 +187,43 @@ def test_without_a_rate_the_window_holds_where_more_calls_bring_no_more_answers(
     assert ac.limit == held  # holds: no slot is added that would only queue
 
 
+def test_a_window_grows_only_while_it_is_full():
+    # Calls sent with slots to spare (the supply of images, not the window, was the limit, as at
+    # the tail of a run or on a client whose CPU is busy) say nothing about a larger window.
+    clock = FakeClock()
+    for rate in (None, lambda: 20.0):
+        ac = CallWindow(32, initial=4, rate=rate, clock=clock)
+        for _ in range(100):
+            clock.now += 0.1
+            ac.observe(0.5, window_full=False)
+        assert ac.limit == 4 and ac.latency_s == pytest.approx(0.5)
+        for _ in range(4):
+            clock.now += 0.1
+            ac.observe(0.5, window_full=True)
+        assert ac.limit == 8  # slow start again, one more per call that found it full
+
+
+def test_a_gate_reports_whether_its_call_found_the_window_full():
+    # One call at a time through a window of 4 never fills it: the window stays at 4.
+    alone = ModelGate("m", concurrency=CallWindow(32, initial=4))
+    for _ in range(50):
+        with alone.call():
+            pass
+    assert alone.concurrency.limit == 4
+    # Four callers at once fill it: it grows.
+    crowded = ModelGate("m", concurrency=CallWindow(32, initial=4))
+    barrier = threading.Barrier(4)
+
+    def call() -> None:
+        for _ in range(10):
+            with crowded.call():
+                barrier.wait(timeout=10)  # every slot taken at once
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: call(), range(4)))
+    assert crowded.concurrency.limit > 4
+
+
 def test_without_a_rate_a_limiter_that_makes_calls_wait_stops_the_growth():
     clock = FakeClock()
     ac = CallWindow(64, initial=4, clock=clock)

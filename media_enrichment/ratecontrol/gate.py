@@ -21,7 +21,7 @@ from media_enrichment.config import Settings
 from media_enrichment.ratecontrol.window import INITIAL_WINDOW, THROTTLE_TOLERANCE, THROTTLE_WINDOW, CallWindow
 from media_enrichment.ratecontrol.buckets import Clock, Limiter, TokenBucket
 
-__all__ = ["LIMIT_NAMES", "ModelGate", "build_gates", "calls_in_flight"]
+__all__ = ["LIMIT_NAMES", "ModelGate", "build_gates", "calls_in_flight", "window_now"]
 
 #: Keys of ``build_gates(limiters=...)`` (also the Prefect global concurrency limit names).
 LIMIT_NAMES = ("describer-rpm", "describer-tpm", "embedder-rpm")
@@ -84,8 +84,10 @@ class ModelGate:
         """
         started = self._clock()
         window = self.concurrency
+        full = True
         if window is not None:
             window.acquire()
+            full = window.is_full()
         try:
             slotted = self._clock()
             if self.requests is not None:
@@ -103,7 +105,7 @@ class ModelGate:
                     self.waits += 1
             yield
             if window is not None:
-                window.observe(self._clock() - sent, rate_waited=sent - slotted > _RATE_WAIT_S)
+                window.observe(self._clock() - sent, rate_waited=sent - slotted > _RATE_WAIT_S, window_full=full)
         finally:
             if window is not None:
                 window.release()
@@ -242,3 +244,10 @@ def calls_in_flight(gate: ModelGate | None) -> int:
     if gate is None or gate.concurrency is None:
         return 1
     return gate.concurrency.max_in_flight
+
+
+def window_now(gate: ModelGate | None) -> int:
+    """How many calls the gate's window lets in flight now (its moving limit; 1 without one)."""
+    if gate is None or gate.concurrency is None:
+        return 1
+    return gate.concurrency.limit

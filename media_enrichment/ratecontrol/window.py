@@ -3,7 +3,11 @@
 ``CallWindow`` is a semaphore whose limit moves:
 
 - **Growth (slow start).** It starts at ``initial`` and grows by one per completed call (so it
-  doubles every round trip) up to its target:
+  doubles every round trip) up to its target, but only while it is the limit: a call that
+  found the window full (it took the last slot, or waited for one) may grow it; one sent while
+  slots were free says nothing about a larger window (the calls' supply was the limit, as at
+  the tail of a run), so the window stays where it is (TCP's congestion-window validation,
+  RFC 7661):
 
   - with a known rate (``rate()``: the calls per second the gate's token buckets allow),
     Little's law: ``ceil(rate × latency × headroom) + 1`` calls, ``latency`` being the
@@ -181,6 +185,11 @@ class CallWindow:
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
             return True
 
+    def is_full(self) -> bool:
+        """Whether every slot is taken (a call that just took one found the window binding)."""
+        with self._cond:
+            return self._in_flight >= self._limit
+
     def release(self) -> None:
         """Give a slot back."""
         with self._cond:
@@ -198,12 +207,14 @@ class CallWindow:
         finally:
             self.release()
 
-    def observe(self, latency_s: float, *, rate_waited: bool = False) -> None:
+    def observe(self, latency_s: float, *, rate_waited: bool = False, window_full: bool = True) -> None:
         """One call completed: record its latency and maybe move the limit toward its target.
 
         Args:
             latency_s: the call's latency (sent to answered, botocore's retries included).
             rate_waited: the rate limiter made this call wait (the rate is reached).
+            window_full: the call found the window full when it took its slot (``is_full``
+                right after ``acquire``); a call sent with slots to spare never grows it.
         """
         with self._cond:
             now = self._clock()
@@ -211,12 +222,12 @@ class CallWindow:
             known_rate = self._rate is not None and self._rate() is not None
             target = self._target()
             self._credit += 1
-            if not known_rate:
-                self._round_trip(now)
+            if not known_rate and window_full:
+                self._round_trip(now)  # a round trip's rate says something only with the window binding
             if self._limit > target:  # the rate needs fewer calls in flight than the window holds
                 self._set(max(target, self._limit - 1))
                 return
-            if self._limit >= target or (not known_rate and (rate_waited or not self._growing)):
+            if not window_full or self._limit >= target or (not known_rate and (rate_waited or not self._growing)):
                 return
             if self._slow_start or self._credit >= self._limit:
                 self._set(self._limit + 1)
