@@ -118,6 +118,20 @@ def make_dirs(location: str | Path) -> None:
             Path(location).mkdir(parents=True, exist_ok=True)
 
 
+def parent(location: str | Path) -> str:
+    """The folder (or ``s3://`` prefix) holding a file."""
+    return str(location).rstrip("/").rsplit("/", 1)[0] if is_remote(location) else str(Path(location).parent)
+
+
+def remove_empty_folder(location: str | Path) -> None:
+    """Remove a local folder if it is empty (S3 has no folders); one still in use stays."""
+    if not is_remote(location):
+        try:
+            os.rmdir(location)
+        except OSError:  # not empty (another writer's file), already gone, or not ours to remove
+            pass
+
+
 def exists(location: str | Path, *, options: Options = None) -> bool:
     fs, path = _resolve(location, options)
     with _fatal_errors_translated(location):
@@ -150,10 +164,10 @@ def write_parquet(
 ) -> None:
     """Write a Parquet file so that it appears whole or not at all.
 
-    Locally: a temporary file of this writer's own, then a rename. On S3 an object becomes
-    visible only once its upload is complete; the file is encoded in memory first and then
-    sent, so that an upload cut short can never leave a readable file holding only part of
-    the rows (its footer comes last). Errors no retry can fix (a file where a folder should
+    Locally: a temporary file of this writer's own in the file's folder (created if missing),
+    then a rename. On S3 an object becomes visible only once its upload is complete; the file
+    is encoded in memory first and then sent, so that an upload cut short can never leave a
+    readable file holding only part of the rows (its footer comes last). Errors no retry can fix (a file where a folder should
     be, no permission, no bucket, access denied) raise ``DatasetLocationError``.
     ``use_dictionary`` is ``pyarrow.parquet.write_table``'s: True, False, or the columns to
     dictionary-encode.
@@ -168,8 +182,17 @@ def write_parquet(
             return
         tmp = f"{location}.{uuid.uuid4().hex}.tmp"  # unique: two writers never share one
         try:
-            pq.write_table(table, tmp, use_dictionary=use_dictionary)
-            os.replace(tmp, location)
+            for attempt in range(3):
+                Path(location).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    pq.write_table(table, tmp, use_dictionary=use_dictionary)
+                    break
+                except FileNotFoundError:
+                    # the folder was removed as empty (``remove_empty_folder``) by a run that
+                    # committed the same chunk, between the mkdir and the write: once more
+                    if attempt == 2:
+                        raise
+            os.replace(tmp, location)  # the folder holds tmp now: it is not empty, so it stays
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -65,7 +65,7 @@ def test_a_run_through_the_driver_alone(bedrock, tmp_path):
     assert {p: int(h["part_enriched"]) for p, h in history.items()} == {"1/2": 2, "2/2": 3}
     assert {h["flow_run_name"] for h in history.values()} == {"first"}
     assert sorted(store.read_assets()["image_id"]) == [f"img{i}" for i in range(5)]
-    assert not list((tmp_path / "ds" / "_staging").glob("*.parquet")), "committed chunks leave the staging area"
+    assert not list((tmp_path / "ds" / "_staging").rglob("*.parquet")), "committed chunks leave the staging area"
     # The flow's return value is the summary as data, and reads back as the same summary.
     assert RunSummary.from_dict(summary.as_dict()) == summary
     assert summary.as_dict()["retries"]["requests_per_call"] == 4 * 3

@@ -44,7 +44,7 @@ def test_runs_are_incremental(catalog_copy, tmp_path):
     assert commit["run_id"] == first["run_id"] and commit["prompt_version"] == first["prompt_version"]
     assert int(commit["enriched"]) == len(manifest)
     assert json.loads(rows["attributes"].iloc[0]).keys() >= {"theme"}
-    assert not any((tmp_path / "ds" / "_staging").glob("*.parquet")), "staging is cleaned after the commit"
+    assert not any((tmp_path / "ds" / "_staging").rglob("*.parquet")), "staging is cleaned after the commit"
 
     second = enrich_catalog(source=str(catalog_copy), dataset=dataset, chunk_size=8, embedding_dim=256)
     assert second["enriched"] == 0 and second["reused"] == len(manifest) and second["chunks"] == 0

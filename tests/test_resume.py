@@ -48,7 +48,7 @@ def test_sigkill_after_half_the_chunks_then_resume(sample_manifest, tmp_path, mo
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 300
-        while len(list(staging.glob("*.parquet"))) < chunks // 2:
+        while len(list(staging.rglob("*.parquet"))) < chunks // 2:
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the run staged nothing in time"
             time.sleep(0.05)
@@ -57,7 +57,7 @@ def test_sigkill_after_half_the_chunks_then_resume(sample_manifest, tmp_path, mo
 
         assert Dataset(str(dataset)).version() is None, "killed before its commit"
         staged_ids = {
-            i for path in staging.glob("*.parquet") for i in pq.read_table(path, columns=["image_id"]).column(0).to_pylist()
+            i for path in staging.rglob("*.parquet") for i in pq.read_table(path, columns=["image_id"]).column(0).to_pylist()
         }
         assert len(staged_ids) >= (chunks // 2) * chunk_size
 
@@ -70,4 +70,4 @@ def test_sigkill_after_half_the_chunks_then_resume(sample_manifest, tmp_path, mo
     paths = dict(zip(rows["image_id"], rows["source_uri"]))
     for image_id in staged_ids:
         assert billed[(CLAUDE, _sent_digest(paths[image_id]))] == 1, f"{image_id} was described again"
-    assert not list(staging.glob("*.parquet")), "staging is cleaned after the commit"
+    assert not list(staging.rglob("*.parquet")), "staging is cleaned after the commit"

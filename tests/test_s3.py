@@ -99,7 +99,7 @@ def test_chunks_stage_on_s3_beside_the_dataset_and_are_found_again(s3):
         "at": datetime.now(timezone.utc),
     }
     staged = stage_chunk(ChunkResult(rows=rows, failures=[failure]), staging_dir=dataset.staging_dir, key="k1", run_id="r")
-    assert staged.assets_path.startswith("s3://media/ds/_staging/k1.r-") and staged.assets_path.endswith(".parquet")
+    assert staged.assets_path.startswith("s3://media/ds/_staging/k1/r-") and staged.assets_path.endswith(".parquet")
     key = staged.assets_path.removeprefix("s3://media/")
     assert _parquet_keys(s3, "ds/_staging/") == {key}, "one object per chunk: its rows, and its failures in the footer"
 
@@ -111,7 +111,7 @@ def test_chunks_stage_on_s3_beside_the_dataset_and_are_found_again(s3):
 
     # Another writer's upload cut short (no footer) is passed over and removed.
     body = s3.get_object(Bucket="media", Key=key)["Body"].read()
-    s3.put_object(Bucket="media", Key="ds/_staging/k1.0-cut.parquet", Body=body[: len(body) // 2])
+    s3.put_object(Bucket="media", Key="ds/_staging/k1/0-cut.parquet", Body=body[: len(body) // 2])
     assert find_staged(staging_dir=dataset.staging_dir, key="k1") == staged
     assert _parquet_keys(s3, "ds/_staging/") == {key}
 

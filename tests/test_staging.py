@@ -56,7 +56,7 @@ def test_two_cli_runs_at_once_on_a_new_dataset(cli, sample_manifest, tmp_path):
     expected = sorted(pd.read_csv(sample_manifest, dtype=str)["image_id"])[:count]
     assert sorted(rows["image_id"]) == expected and rows["image_id"].is_unique
     assert set(rows["run_id"]) <= {_summary_value(o, "run_id") for o in outputs}
-    assert not list((dataset / "_staging").glob("*.parquet")), "each run removes what it wrote or committed"
+    assert not list((dataset / "_staging").rglob("*.parquet")), "each run removes what it wrote or committed"
     assert Dataset(str(dataset)).read_failures().empty
 
 
@@ -88,14 +88,16 @@ def test_writers_of_one_chunk_never_collide_and_a_vanished_file_is_left_out(tmp_
     first = stage_chunk(ChunkResult(rows=[_row("a"), _row("b")], failures=[_failure("x")]), staging_dir=staging, key="k1", run_id="run-a")
     second = stage_chunk(ChunkResult(rows=[_row("a"), _row("b")], failures=[_failure("x")]), staging_dir=staging, key="k1", run_id="run-b")
     assert first.assets_path != second.assets_path, "two writers of one chunk write two files"
-    assert sorted(p.name for p in Path(staging).iterdir()) == sorted(Path(c.assets_path).name for c in (first, second))
-    assert Path(first.assets_path).name.startswith("k1.run-a-") and first.writer.startswith("run-a-")
+    assert sorted(p.name for p in (Path(staging) / "k1").iterdir()) == sorted(Path(c.assets_path).name for c in (first, second))
+    assert Path(first.assets_path).parent.name == "k1", "a folder per key: a look-up lists that key's files only"
+    assert Path(first.assets_path).name.startswith("run-a-") and first.writer.startswith("run-a-")
     assert (first.enriched, first.failed, first.input_tokens, first.output_tokens) == (2, 1, 14, 6)
     assert find_staged(staging_dir=staging, key="k1") in (first, second), "any complete entry is reused, whoever wrote it"
 
     remove_staged([first])  # run-a committed its file: run-b's is untouched
     assert find_staged(staging_dir=staging, key="k1") == second
     remove_staged([first])  # a file already gone is fine
+    assert (Path(staging) / "k1").is_dir(), "a key folder another writer still uses stays"
 
     third = stage_chunk(ChunkResult(rows=[_row("c")]), staging_dir=staging, key="k2", run_id="run-b")
     remove_staged([second])  # another run committed and removed a file run-b was going to commit
@@ -104,20 +106,25 @@ def test_writers_of_one_chunk_never_collide_and_a_vanished_file_is_left_out(tmp_
     assert commit_staged(dataset, [second, third], metadata={"run_id": "run-b"}) == 0
     assert list(dataset.read_assets()["image_id"]) == ["c"]
     assert commit_staged(dataset, [second], metadata={"run_id": "run-b"}) is None, "nothing left to commit"
+    remove_staged([third])
+    assert not any(Path(staging).iterdir()), "key folders left empty are removed"
+    again = stage_chunk(ChunkResult(rows=[_row("c")]), staging_dir=staging, key="k2", run_id="run-c")
+    assert find_staged(staging_dir=staging, key="k2") == again, "a removed key folder is made again"
 
 
 def test_half_written_entries_are_ignored_and_removed(tmp_path):
     staging = Dataset(tmp_path / "ds").staging_dir
-    # The old layout's failure mode: rows staged, the failures file never written.
-    Path(staging).mkdir(parents=True)
-    pq.write_table(assets_table([_row("a")]), Path(staging) / "k1.assets.parquet")
+    folder = Path(staging) / "k1"
+    # An older layout's failure mode: rows staged, the failures file never written.
+    folder.mkdir(parents=True)
+    pq.write_table(assets_table([_row("a")]), folder / "assets.parquet")
     # A file cut short, and one empty.
     whole = stage_chunk(ChunkResult(rows=[_row("a")]), staging_dir=staging, key="k1", run_id="dead")
     data = Path(whole.assets_path).read_bytes()
     Path(whole.assets_path).write_bytes(data[: len(data) // 2])
-    (Path(staging) / "k1.empty.parquet").write_bytes(b"")
+    (folder / "empty.parquet").write_bytes(b"")
     assert find_staged(staging_dir=staging, key="k1") is None
-    assert not list(Path(staging).glob("k1.*")), "not a complete entry: deleted, never a dead end"
+    assert not list(folder.glob("*.parquet")), "not a complete entry: deleted, never a dead end"
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -133,7 +140,8 @@ def test_a_forced_run_repairs_half_written_entries(sample_manifest, tmp_path):
     staging = Path(dataset / "_staging")
     staging.mkdir(exist_ok=True)
     old_rows = pq.read_table(next((dataset / "assets").glob("*.parquet")))
-    pq.write_table(old_rows.slice(0, 2), staging / f"{keys[0]}.assets.parquet")  # rows without failures
+    (staging / keys[0]).mkdir()
+    pq.write_table(old_rows.slice(0, 2), staging / keys[0] / "assets.parquet")  # rows without failures
     cut = stage_chunk(ChunkResult(rows=[_row("x")]), staging_dir=str(staging), key=keys[1], run_id="dead")
     Path(cut.assets_path).write_bytes(Path(cut.assets_path).read_bytes()[:100])
 
@@ -141,7 +149,7 @@ def test_a_forced_run_repairs_half_written_entries(sample_manifest, tmp_path):
     assert forced["enriched"] == 4 and forced["failed"] == 0
     rows = Dataset(str(dataset)).read_assets()
     assert sorted(rows["image_id"]) == list(stored["image_id"]) and set(rows["run_id"]) == {forced["run_id"]}
-    assert not list(staging.glob("*.parquet")), "the half-written entries are gone"
+    assert not list(staging.rglob("*.parquet")), "the half-written entries are gone"
 
 
 @pytest.mark.usefixtures("prefect_harness")

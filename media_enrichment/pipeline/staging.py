@@ -1,7 +1,9 @@
 """The staging area: each finished chunk as one Parquet file, until its rows are committed.
 
-A staged file, ``<dataset>/_staging/<key>.<writer>.parquet``, holds the chunk's assets rows; its
-footer holds the chunk's failure rows and counts, so an entry is whole or absent. The key
+A staged file, ``<dataset>/_staging/<key>/<writer>.parquet``, holds the chunk's assets rows; its
+footer holds the chunk's failure rows and counts, so an entry is whole or absent. A folder (an
+S3 prefix) per key: looking a chunk up lists that key's files only, one small listing (one
+``ListObjectsV2`` on S3) whatever the number of chunks staged. The key
 (``chunk_key``) covers the chunk's images' content hashes and the models: an entry whoever
 wrote it (a retry, a run that died before its commit, a run going on at the same time) is
 reused without calling any model. Writers never share a name, so concurrent runs never
@@ -91,10 +93,15 @@ class StagedChunk:
     worker: str = ""  # host:pid of the process that ran the chunk task, when known
 
 
+def key_folder(staging_dir: str | Path, key: str) -> str:
+    """The folder (or ``s3://`` prefix) of one chunk key's staged files: ``<staging_dir>/<key>``."""
+    return storage.join(staging_dir, key)
+
+
 def staged_path(staging_dir: str | Path, key: str, writer: str) -> str:
-    """Where one writer stages a chunk: ``<staging_dir>/<key>.<writer>.parquet`` (a local folder
-    or an ``s3://`` prefix). Writers never share a name, so no write replaces another's."""
-    return storage.join(staging_dir, f"{key}.{writer}{_STAGED_SUFFIX}")
+    """Where one writer stages a chunk: ``<staging_dir>/<key>/<writer>.parquet``. Writers never
+    share a name, so no write replaces another's."""
+    return storage.join(key_folder(staging_dir, key), f"{writer}{_STAGED_SUFFIX}")
 
 
 def _writer_id(run_id: str) -> str:
@@ -143,7 +150,6 @@ def stage_chunk(
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), _STAGED_INFO: json.dumps(info).encode(), _STAGED_FAILURES: _encode_failures(failures)}
     )
-    storage.make_dirs(staging_dir)
     storage.write_parquet(table, path, options=storage_options, use_dictionary=_DICTIONARY_COLUMNS)
     return StagedChunk(
         key=key, assets_path=path, enriched=info["enriched"], failed=info["failed"],
@@ -194,7 +200,7 @@ def find_staged(*, staging_dir: str | Path, key: str, storage_options: storage.O
     Returns:
         The first complete entry by name, or None: the chunk must be enriched.
     """
-    for path in storage.list_files(staging_dir, prefix=f"{key}.", suffix=_STAGED_SUFFIX, options=storage_options):
+    for path in storage.list_files(key_folder(staging_dir, key), suffix=_STAGED_SUFFIX, options=storage_options):
         try:
             return _read_entry(path, key=key, storage_options=storage_options)[0]
         except FileNotFoundError:
@@ -253,7 +259,9 @@ def commit_staged(dataset: Dataset, chunks: Sequence[StagedChunk], *, metadata: 
 
 
 def remove_staged(chunks: Sequence[StagedChunk], *, storage_options: storage.Options = None) -> None:
-    """Delete the staged files of committed chunks (this run's, or those it committed); a file
-    already gone is fine."""
+    """Delete the staged files of committed chunks (this run's, or those it committed), and a
+    local key folder left empty; a file already gone, or a folder another writer still uses, is
+    fine."""
     for chunk in chunks:
         storage.delete(chunk.assets_path, options=storage_options)
+        storage.remove_empty_folder(storage.parent(chunk.assets_path))
