@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/media-enrich demo
 
 # Two pytest-xdist workers: the suite waits on servers and subprocesses more than it computes,
-# so two workers finish it in ~13 minutes on 2 cores; one alone would pass the 15-minute budget.
+# so two workers finish it in 7-13 minutes on 2 cores; one alone would near the 15-minute budget.
 test: $(STAMP) browser
 	$(BIN)/pytest -n 2
 
