@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from media_enrichment.pipeline.execution import ImageSlots
 
 
-def _peak(slots: ImageSlots, *, images: int, hold_s: float = 0.02) -> int:
+def _peak(slots: ImageSlots, *, images: int, hold_s: float = 0.1) -> int:
     """The most images holding a slot at once while ``images`` threads each take one."""
     busy = peak = 0
     lock = threading.Lock()
