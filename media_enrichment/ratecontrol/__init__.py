@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from media_enrichment.ratecontrol.window import THROTTLE_TOLERANCE, THROTTLE_WINDOW, CallWindow
 from media_enrichment.ratecontrol.buckets import Limiter, TokenBucket
-from media_enrichment.ratecontrol.gate import LIMIT_NAMES, ModelGate, build_gates, calls_in_flight, window_now
+from media_enrichment.ratecontrol.gate import LIMIT_NAMES, ModelGate, build_gates, calls_in_flight
 
 __all__ = [
     "LIMIT_NAMES",
@@ -39,5 +39,4 @@ __all__ = [
     "TokenBucket",
     "build_gates",
     "calls_in_flight",
-    "window_now",
 ]

@@ -21,7 +21,7 @@ from media_enrichment.config import Settings
 from media_enrichment.ratecontrol.window import INITIAL_WINDOW, THROTTLE_TOLERANCE, THROTTLE_WINDOW, CallWindow
 from media_enrichment.ratecontrol.buckets import Clock, Limiter, TokenBucket
 
-__all__ = ["LIMIT_NAMES", "ModelGate", "build_gates", "calls_in_flight", "window_now"]
+__all__ = ["LIMIT_NAMES", "ModelGate", "build_gates", "calls_in_flight"]
 
 #: Keys of ``build_gates(limiters=...)`` (also the Prefect global concurrency limit names).
 LIMIT_NAMES = ("describer-rpm", "describer-tpm", "embedder-rpm")
@@ -244,10 +244,3 @@ def calls_in_flight(gate: ModelGate | None) -> int:
     if gate is None or gate.concurrency is None:
         return 1
     return gate.concurrency.max_in_flight
-
-
-def window_now(gate: ModelGate | None) -> int:
-    """How many calls the gate's window lets in flight now (its moving limit; 1 without one)."""
-    if gate is None or gate.concurrency is None:
-        return 1
-    return gate.concurrency.limit
