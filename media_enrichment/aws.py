@@ -105,7 +105,7 @@ def fixed_user_agent(retry_mode: str) -> str:
     """botocore's standard ``User-Agent`` for a boto3 client in ``retry_mode``, built once.
 
     botocore otherwise rebuilds the header from some 30 components twice per request, about
-    15 % of a Bedrock call's client CPU (``benchmarks/``). Given as ``Config(user_agent=...)``,
+    13 % of a Bedrock call's client CPU (``benchmarks/``). Given as ``Config(user_agent=...)``,
     botocore sends this string, then the session's and the client's extras
     (``Botocore/<version> media-enrichment/<version>``): the same header as its own, less the
     per-request feature ids (``m/...``).

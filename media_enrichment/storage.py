@@ -118,16 +118,12 @@ def make_dirs(location: str | Path) -> None:
             Path(location).mkdir(parents=True, exist_ok=True)
 
 
-def parent(location: str | Path) -> str:
-    """The folder (or ``s3://`` prefix) holding a file."""
-    return str(location).rstrip("/").rsplit("/", 1)[0] if is_remote(location) else str(Path(location).parent)
-
-
-def remove_empty_folder(location: str | Path) -> None:
-    """Remove a local folder if it is empty (S3 has no folders); one still in use stays."""
+def remove_empty_parent(location: str | Path) -> None:
+    """Remove the local folder holding a file if it is empty now (S3 has no folders); a folder
+    still in use stays."""
     if not is_remote(location):
         try:
-            os.rmdir(location)
+            os.rmdir(os.path.dirname(location))
         except OSError:  # not empty (another writer's file), already gone, or not ours to remove
             pass
 
@@ -167,8 +163,9 @@ def write_parquet(
     Locally: a temporary file of this writer's own in the file's folder (created if missing),
     then a rename. On S3 an object becomes visible only once its upload is complete; the file
     is encoded in memory first and then sent, so that an upload cut short can never leave a
-    readable file holding only part of the rows (its footer comes last). Errors no retry can fix (a file where a folder should
-    be, no permission, no bucket, access denied) raise ``DatasetLocationError``.
+    readable file holding only part of the rows (its footer comes last). Errors no retry can
+    fix (a file where a folder should be, no permission, no bucket, access denied) raise
+    ``DatasetLocationError``.
     ``use_dictionary`` is ``pyarrow.parquet.write_table``'s: True, False, or the columns to
     dictionary-encode.
     """
@@ -188,7 +185,7 @@ def write_parquet(
                     pq.write_table(table, tmp, use_dictionary=use_dictionary)
                     break
                 except FileNotFoundError:
-                    # the folder was removed as empty (``remove_empty_folder``) by a run that
+                    # the folder was removed as empty (``remove_empty_parent``) by a run that
                     # committed the same chunk, between the mkdir and the write: once more
                     if attempt == 2:
                         raise

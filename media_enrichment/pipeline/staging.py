@@ -264,4 +264,4 @@ def remove_staged(chunks: Sequence[StagedChunk], *, storage_options: storage.Opt
     fine."""
     for chunk in chunks:
         storage.delete(chunk.assets_path, options=storage_options)
-        storage.remove_empty_folder(storage.parent(chunk.assets_path))
+        storage.remove_empty_parent(chunk.assets_path)
