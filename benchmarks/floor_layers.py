@@ -29,19 +29,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.harness import ServerProcess, _settings, make_catalog, manifest_paths, run_bare, run_pipeline, use_endpoint
+from benchmarks.run import BARE_THREADS, ZERO_LATENCY
 
-THREADS = 16
-ZERO_LATENCY = {"log-size": 100_000}
+THREADS = BARE_THREADS[-1]  # the floor's thread count
 
 
-def run_layer(manifest: Path, paths: list[str], workdir: Path, *, prepare: bool, read: bool) -> float:
+def run_layer(manifest: Path, blobs: dict[str, bytes], workdir: Path, *, prepare: bool, read: bool) -> float:
     """Images/s of the run's providers from ``THREADS`` threads, with preparation and reading
-    in the thread or done before the clock."""
-    from media_enrichment.catalog import read_bytes
+    in the thread or done before the clock (``blobs``: each image's bytes, by path)."""
     from media_enrichment.images import prepare_images
     from media_enrichment.pipeline.driver import open_run
 
-    blobs = {path: read_bytes(path) for path in paths}
+    paths = list(blobs)
     settings = _settings(dataset=str(workdir / f"layer-{uuid.uuid4().hex}"))
     with open_run(settings, str(manifest), str(uuid.uuid4())) as run:
         describer, embedder = run.services.describer, run.services.embedder
@@ -70,10 +69,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--reps", type=int, default=2)
     args = parser.parse_args(argv)
+    from media_enrichment.catalog import read_bytes
+
     workdir = Path(tempfile.mkdtemp(prefix="floor-layers-"))
     try:
         manifest = make_catalog(workdir / "catalog", args.images, size=256)
         paths = manifest_paths(manifest)
+        blobs = {path: read_bytes(path) for path in paths}
 
         def pipeline() -> float:
             shutil.rmtree(workdir / "floor", ignore_errors=True)
@@ -86,9 +88,9 @@ def main(argv: list[str] | None = None) -> None:
 
         layers: dict[str, Callable[[], float]] = {
             "bare": bare,
-            "providers": lambda: run_layer(manifest, paths, workdir, prepare=False, read=False),
-            "+ prepare": lambda: run_layer(manifest, paths, workdir, prepare=True, read=False),
-            "+ read": lambda: run_layer(manifest, paths, workdir, prepare=True, read=True),
+            "providers": lambda: run_layer(manifest, blobs, workdir, prepare=False, read=False),
+            "+ prepare": lambda: run_layer(manifest, blobs, workdir, prepare=True, read=False),
+            "+ read": lambda: run_layer(manifest, blobs, workdir, prepare=True, read=True),
             "pipeline": pipeline,
         }
         rates: dict[str, list[float]] = {name: [] for name in layers}
