@@ -1,0 +1,145 @@
+"""``ImageWorkers``: a process works on at most the call windows' current limits (plus the images
+being prepared) at once, on more as soon as the windows grow, and the chunks in flight share
+the workers as one stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from media_enrichment.errors import FatalProviderError
+from media_enrichment.pipeline.execution import ImageWorkers
+from media_enrichment.pipeline.plan import WorkItem
+
+
+def _items(n: int, prefix: str = "i") -> list[tuple[WorkItem, None]]:
+    return [(WorkItem(image_id=f"{prefix}{k}", source_uri=f"/x/{prefix}{k}.png", content_sha256="0" * 64), None) for k in range(n)]
+
+
+class Recorder:
+    """An ``attempt`` that holds each image ``hold_s`` and records how many ran at once."""
+
+    def __init__(self, hold_s: float = 0.05):
+        self.hold_s, self.busy, self.peak, self.started = hold_s, 0, 0, []
+        self.running: set[str] = set()
+        self.alongside: dict[str, set[str]] = {}  # image -> the images running when it started
+        self._lock = threading.Lock()
+
+    def __call__(self, item: WorkItem, description: object) -> dict:
+        with self._lock:
+            self.busy += 1
+            self.peak = max(self.peak, self.busy)
+            self.started.append(item.image_id)
+            self.alongside[item.image_id] = set(self.running)
+            self.running.add(item.image_id)
+        time.sleep(self.hold_s)
+        with self._lock:
+            self.busy -= 1
+            self.running.discard(item.image_id)
+        return {"image_id": item.image_id}
+
+
+def test_no_more_images_at_once_than_the_capacity_and_never_above_the_cap():
+    capacity = [3]
+    workers = ImageWorkers(lambda: capacity[0], cap=8)
+    try:
+        attempt = Recorder()
+        outcomes, error = workers.submit(attempt, _items(12)).wait()
+        assert error is None and sorted(o["image_id"] for _, o in outcomes) == sorted(f"i{k}" for k in range(12))
+        assert attempt.peak == 3
+        capacity[0] = 100  # the windows grew past what the pool has threads for
+        attempt = Recorder()
+        workers.submit(attempt, _items(12)).wait()
+        assert attempt.peak == 8
+    finally:
+        workers.close()
+
+
+def test_more_workers_start_when_the_windows_grow_during_a_chunk():
+    capacity = [1]
+    workers = ImageWorkers(lambda: capacity[0], cap=8)
+    attempt = Recorder(hold_s=0.05)
+    try:
+        work = workers.submit(attempt, _items(20))
+        time.sleep(0.12)
+        assert workers.running == 1
+        capacity[0] = 4  # a window grew: the next image taken starts three more workers
+        work.wait()
+        assert attempt.peak == 4
+    finally:
+        workers.close()
+
+
+def test_workers_stop_when_the_windows_shrink():
+    capacity = [4]
+    workers = ImageWorkers(lambda: capacity[0], cap=8)
+    attempt = Recorder(hold_s=0.05)
+    try:
+        work = workers.submit(attempt, _items(40))
+        time.sleep(0.12)
+        capacity[0] = 1  # throttling cut a window
+        time.sleep(0.4)  # each worker stops after its image
+        assert workers.running == 1 and attempt.busy <= 1
+        work.wait()
+    finally:
+        workers.close()
+
+
+def test_two_chunks_in_flight_share_the_workers_without_a_tail_between_them():
+    workers = ImageWorkers(lambda: 4, cap=8)
+    attempt = Recorder(hold_s=0.05)
+    try:
+        first = workers.submit(attempt, _items(6, "a"))
+        second = workers.submit(attempt, _items(6, "b"))
+        first.wait(), second.wait()
+        # The second chunk's first image started while the first chunk's last ones still ran:
+        # the workers took the next queued image, whichever chunk it was of.
+        assert attempt.peak == 4
+        assert {"a4", "a5"} & attempt.alongside["b0"]
+    finally:
+        workers.close()
+
+
+def test_an_error_no_image_can_escape_stops_the_chunk_and_its_images_not_started_never_start():
+    workers = ImageWorkers(lambda: 2, cap=2)
+    started: list[str] = []
+
+    def attempt(item: WorkItem, description: object) -> dict:
+        started.append(item.image_id)
+        time.sleep(0.02)
+        if item.image_id == "i1":
+            raise FatalProviderError("access denied")
+        return {"image_id": item.image_id}
+
+    try:
+        outcomes, error = workers.submit(attempt, _items(30)).wait()
+        assert isinstance(error, FatalProviderError)
+        time.sleep(0.1)  # those in flight finish; no other starts
+        assert len(started) <= 4 and "i1" not in {o["image_id"] for _, o in outcomes}
+    finally:
+        workers.close()
+
+
+def test_closed_workers_drop_their_queue_and_a_later_chunk_gets_new_ones():
+    workers = ImageWorkers(lambda: 1, cap=1)
+    attempt = Recorder(hold_s=0.05)
+    workers.submit(attempt, _items(10))
+    time.sleep(0.02)
+    workers.close()
+    time.sleep(0.1)
+    assert len(attempt.started) <= 2
+    outcomes, error = workers.submit(Recorder(hold_s=0), _items(3)).wait()
+    assert error is None and len(outcomes) == 3
+    workers.close()
+
+
+@pytest.mark.parametrize("count", [2, 7])
+def test_every_image_of_a_chunk_gets_its_outcome_once(count):
+    workers = ImageWorkers(lambda: 3, cap=4)
+    try:
+        outcomes, error = workers.submit(Recorder(hold_s=0), _items(count)).wait()
+        assert error is None and sorted(i.image_id for i, _ in outcomes) == sorted(f"i{k}" for k in range(count))
+    finally:
+        workers.close()
