@@ -47,6 +47,7 @@ from typing import Any
 
 from media_enrichment.errors import ConfigError, FatalProviderError, InvalidResponseError
 from media_enrichment.images import CLAUDE_LIMITS, PreparedImage
+from media_enrichment.images.encode import Base64Text
 from media_enrichment.prompts import PromptTemplate, load_prompt
 from media_enrichment.providers.base import Describer, Description
 from media_enrichment.providers.bedrock.answers import (
@@ -58,7 +59,7 @@ from media_enrichment.providers.bedrock.answers import (
 )
 from media_enrichment.providers.bedrock.errors import access_check, fix_line
 from media_enrichment.providers.bedrock.hooks import install_gate_hook
-from media_enrichment.providers.bedrock.invoke import invoke_json, region_of
+from media_enrichment.providers.bedrock.invoke import BodyFrames, invoke_json, region_of
 from media_enrichment.providers.bedrock.models import ModelLifecycle, model_lifecycle, warn_if_legacy
 from media_enrichment.ratecontrol import ModelGate, calls_in_flight
 from media_enrichment.tokens import request_tokens
@@ -132,6 +133,7 @@ class BedrockDescriber(Describer):
             install_gate_hook(client)
         # Text sent with every image: the prompt and the tool's schema.
         self._fixed_chars = len(self.prompt.text) + len(json.dumps(METADATA_TOOL))
+        self._frames = BodyFrames()
 
     def image_message(self, image: PreparedImage) -> dict[str, Any]:
         """The first user turn: the image, then the prompt.
@@ -142,16 +144,25 @@ class BedrockDescriber(Describer):
         Returns:
             A Messages API ``user`` message.
         """
+        return self._image_message(image.media_type, image.base64)
+
+    def _image_message(self, media_type: str, data: Base64Text) -> dict[str, Any]:
         return {
             "role": "user",
             "content": [
-                {
-                    "type": "image",
-                    "source": {"type": "base64", "media_type": image.media_type, "data": image.base64},
-                },
+                {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}},
                 {"type": "text", "text": self.prompt.text},
             ],
         }
+
+    def _first_turn(self, image: PreparedImage, max_tokens: int) -> bytes:
+        """The first turn's body as JSON bytes: every image's first turn is the same body but
+        for the image, so the rest is serialised once per media type (``BodyFrames``)."""
+        media_type = image.media_type
+        return self._frames.payload(
+            (media_type, max_tokens, self.temperature, self.prompt.text), image.base64,
+            lambda data: self.request_body([self._image_message(media_type, data)], max_tokens=max_tokens),
+        )
 
     def estimate_tokens(self, image: PreparedImage, messages: list[dict[str, Any]]) -> int:
         """Input tokens of one request for the token budget: the image, prompt, tool, earlier turns.
@@ -231,7 +242,7 @@ class BedrockDescriber(Describer):
             answer = invoke_json(
                 self.client,
                 self.model_id,
-                self.request_body(messages, max_tokens=max_tokens),
+                self._first_turn(image, max_tokens) if turn == 0 else self.request_body(messages, max_tokens=max_tokens),
                 self.region,
                 gate=self.gate,
                 tokens=self.estimate_tokens(image, messages),

@@ -18,10 +18,11 @@ import numpy as np
 
 from media_enrichment.errors import ConfigError, InvalidResponseError
 from media_enrichment.images import TITAN_LIMITS, PreparedImage
+from media_enrichment.images.encode import Base64Text
 from media_enrichment.providers.base import Embedder
 from media_enrichment.providers.bedrock.errors import access_check
 from media_enrichment.providers.bedrock.hooks import install_gate_hook
-from media_enrichment.providers.bedrock.invoke import invoke_json, region_of
+from media_enrichment.providers.bedrock.invoke import BodyFrames, invoke_json, region_of
 from media_enrichment.providers.bedrock.models import base_model_id
 from media_enrichment.ratecontrol import ModelGate, calls_in_flight
 
@@ -108,10 +109,11 @@ class BedrockEmbedderBase(Embedder):
         self.dim = int(dim)
         self.region = region_of(client)
         self.gate = gate
+        self._frames = BodyFrames()
         if gate is not None:
             install_gate_hook(client)
 
-    def _call(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, body: dict[str, Any] | bytes) -> dict[str, Any]:
         """One InvokeModel call through this embedder's gate; the decoded answer."""
         return invoke_json(self.client, self.model_id, body, self.region, gate=self.gate)
 
@@ -167,7 +169,10 @@ class BedrockEmbedder(BedrockEmbedderBase):
         Returns:
             Titan's body: ``inputImage`` (base64), ``inputText`` if given, ``embeddingConfig``.
         """
-        body: dict[str, Any] = {"inputImage": image.base64}
+        return self._image_body(image.base64, text)
+
+    def _image_body(self, data: Base64Text, text: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"inputImage": data}
         if text:
             body["inputText"] = text
         return {**body, "embeddingConfig": {"outputEmbeddingLength": self.dim}}
@@ -197,7 +202,10 @@ class BedrockEmbedder(BedrockEmbedderBase):
         Raises:
             RetryableProviderError, RejectedRequestError, FatalProviderError, InvalidResponseError.
         """
-        return self.parse_answer(self._call(self.image_body(image, text=text)))
+        if text:
+            return self.parse_answer(self._call(self.image_body(image, text=text)))
+        # Every image's body is the same but for the image: the rest is serialised once.
+        return self.parse_answer(self._call(self._frames.payload(self.dim, image.base64, lambda data: self._image_body(data, None))))
 
     def embed_text(self, text: str) -> np.ndarray:
         """Embed a text query into the image space.

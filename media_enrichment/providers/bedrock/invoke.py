@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -19,7 +21,7 @@ from media_enrichment.providers.bedrock.errors import translate_error
 from media_enrichment.providers.bedrock.hooks import reporting_to
 from media_enrichment.ratecontrol import ModelGate
 
-__all__ = ["invoke_json", "json_bytes", "region_of"]
+__all__ = ["BodyFrames", "invoke_json", "json_bytes", "region_of"]
 
 #: Stands in a body for a ``Base64Text`` while the rest is serialised; random per process, so
 #: no text of a body (the prompt, a corrective turn) can hold it.
@@ -59,6 +61,39 @@ def json_bytes(body: Any) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+class BodyFrames:
+    """Request bodies that differ only in their one base64 image, serialised once per key.
+
+    A describer sends the same prompt, tool and parameters with every image, an embedder the
+    same size: only the image changes. ``payload(key, image, build)`` serialises ``build``'s
+    body once per ``key`` with a marker in the image's place, keeps the bytes before and after
+    it, and gives every later body as those bytes around the image (the same bytes as
+    ``json_bytes(build(image))``, without serialising the rest again: a Claude body's prompt
+    and tool schema cost about 25 µs an image). The key must name everything of the body but
+    the image (e.g. the media type and ``max_tokens``); ``build`` must place ``image`` once.
+    """
+
+    def __init__(self) -> None:
+        self._frames: dict[Hashable, tuple[bytes, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def payload(self, key: Hashable, image: Base64Text, build: Callable[[Base64Text], Any]) -> bytes:
+        """The JSON bytes of ``build(image)``.
+
+        Raises:
+            ValueError: ``build`` did not place the image exactly once.
+        """
+        frame = self._frames.get(key)
+        if frame is None:
+            marker = _SLOT.encode("ascii")
+            parts = json_bytes(build(Base64Text(_SLOT))).split(marker)
+            if len(parts) != 2:
+                raise ValueError(f"a framed body must hold its image once, this one holds it {len(parts) - 1} times")
+            with self._lock:
+                frame = self._frames.setdefault(key, (parts[0], parts[1]))
+        return b"".join((frame[0], image.encode("ascii"), frame[1]))
+
+
 def _send(client: Any, model_id: str, payload: bytes) -> bytes:
     response = client.invoke_model(modelId=model_id, body=payload, contentType="application/json", accept="application/json")
     return response["body"].read()
@@ -67,7 +102,7 @@ def _send(client: Any, model_id: str, payload: bytes) -> bytes:
 def invoke_json(
     client: Any,
     model_id: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | bytes,
     region: str | None,
     *,
     gate: ModelGate | None = None,
@@ -78,7 +113,7 @@ def invoke_json(
     Args:
         client: the ``bedrock-runtime`` client.
         model_id: the model, profile id or ARN called.
-        body: the request body (serialised compactly).
+        body: the request body (serialised compactly), or its JSON bytes already (``BodyFrames``).
         region: the client's region (named in errors).
         gate: the model's gate: the call holds a slot, a request and ``tokens`` from it, and the
             hook reports every attempt to it (``None``: no rate control).
@@ -91,7 +126,7 @@ def invoke_json(
         RetryableProviderError, RejectedRequestError, FatalProviderError: from ``translate_error``.
         InvalidResponseError: the body is not a JSON object (``raw`` holds it).
     """
-    payload = json_bytes(body)
+    payload = body if isinstance(body, bytes) else json_bytes(body)
     try:
         if gate is None:
             raw = _send(client, model_id, payload)
