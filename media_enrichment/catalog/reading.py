@@ -54,7 +54,7 @@ def read_bytes(
     """
     refused = _refusal(error, PathNotAllowedError)
     too_large = _refusal(error, ImageTooLargeError)
-    target = roots.check(uri) if roots is not None else uri
+    target, known = roots.resolve(uri) if roots is not None else (uri, None)
 
     def over(size: int) -> Exception:
         return too_large(f"{uri} is {size:,} bytes or more, over the limit of {max_bytes:,} bytes {_limit}; not read")
@@ -82,7 +82,7 @@ def read_bytes(
             raise over(len(data))
         return data
     try:
-        before = os.stat(target)
+        before = known if known is not None else os.stat(target)  # the roots' lstat of a file that is no link
     except FileNotFoundError:
         raise error(f"file not found: {uri}") from None
     except (OSError, ValueError) as exc:
@@ -104,7 +104,7 @@ def read_bytes(
         if _not_regular(now.st_mode) or (now.st_dev, now.st_ino) != (before.st_dev, before.st_ino):
             raise refused(f"{uri} was replaced while being opened: not read")
         if roots is not None:
-            roots.check(_opened_path(fd, target))  # a folder on the way swapped for a link
+            roots.check_opened(uri, _opened_path(fd, target))  # a folder on the way swapped for a link
         data = _read_capped(lambda n: os.read(fd, n), max_bytes, now.st_size)
     except OSError as exc:
         raise error(f"could not read {uri}: {exc.strerror or exc}") from exc
@@ -154,4 +154,6 @@ def _read_capped(read: Callable[[int], bytes], limit: int | None, expected: int)
             break
         parts.append(part)
         total += len(part)
+        if len(part) < want and total >= expected:
+            break  # all the bytes measured, and no more came: the end (without one more read to learn it)
     return b"".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -48,6 +49,15 @@ class Roots:
             PathNotAllowedError: ``uri`` resolves outside every root (``..``, an absolute path
                 elsewhere, a symlink whose target leaves them, another bucket or prefix).
         """
+        return self.resolve(uri)[0]
+
+    def resolve(self, uri: str) -> tuple[str, os.stat_result | None]:
+        """``check``, and the file's ``lstat`` when it was taken on the way and the file is no
+        link (then it is the file's ``stat``: the reader need not ask again).
+
+        Raises:
+            PathNotAllowedError: as ``check``.
+        """
         if "\x00" in uri:
             raise PathNotAllowedError(f"{uri!r} has a NUL character: not a path")
         if is_s3(uri):
@@ -56,12 +66,22 @@ class Roots:
                 raise PathNotAllowedError(f"{uri} has a '..' segment: S3 keys are not paths, so it is never read")
             if not any(bucket == b and key.startswith(prefix) for b, prefix in self.s3):
                 raise PathNotAllowedError(f"{uri} is outside the allowed roots ({self.described}); {_WIDEN}")
-            return uri
-        real = _realpath(uri)
+            return uri, None
+        real, status = _realpath(uri)
         if not any(_within(real, root) for root in self.local):
             via = f" (a link to {real})" if real != os.path.abspath(uri) else ""
             raise PathNotAllowedError(f"{uri}{via} is outside the allowed roots ({self.described}); {_WIDEN}")
-        return real
+        return real, status
+
+    def check_opened(self, uri: str, opened: str) -> None:
+        """Refuse a file whose opened real path (``/proc/self/fd``: no link left in it) is
+        outside every local root: a folder on the way was swapped for a link after ``check``.
+
+        Raises:
+            PathNotAllowedError: outside every local root.
+        """
+        if not any(_within(opened, root) for root in self.local):
+            raise PathNotAllowedError(f"{uri} (opened as {opened}) is outside the allowed roots ({self.described}); {_WIDEN}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -69,15 +89,22 @@ def _real_folder(folder: str) -> str:
     return os.path.realpath(folder)
 
 
-def _realpath(uri: str) -> str:
+def _realpath(uri: str) -> tuple[str, os.stat_result | None]:
     """``os.path.realpath(uri)``, with the real path of each folder resolved once per process
-    (a catalogue's images share few folders). A folder swapped for a link after that is still
-    caught: the reader checks the real path of the file it opened before reading it."""
+    (a catalogue's images share few folders), and the file's ``lstat`` when it is no link. A
+    folder swapped for a link after that is still caught: the reader checks the real path of
+    the file it opened before reading it (``Roots.check_opened``)."""
     folder, name = os.path.split(os.path.abspath(uri))
     if name in ("", ".", ".."):
-        return os.path.realpath(uri)
+        return os.path.realpath(uri), None
     candidate = os.path.join(_real_folder(folder), name)
-    return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+    try:
+        status = os.lstat(candidate)
+    except (OSError, ValueError):
+        return candidate, None  # missing or unreadable: the reader's own stat says why
+    if stat.S_ISLNK(status.st_mode):
+        return os.path.realpath(candidate), None
+    return candidate, status
 
 
 def _within(path: str, root: str) -> bool:
