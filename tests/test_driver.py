@@ -127,6 +127,36 @@ def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(
     assert max(billed.values()) == 1, "no image was described or embedded twice"
 
 
+def test_an_interrupted_chunk_on_image_workers_keeps_its_rows_and_never_gives_an_image_twice(bedrock, tmp_path):
+    paths = []
+    for i in range(8):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 30), (30 * i, 30, 200)).save(paths[-1])
+    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+    broken = {str(paths[5])}
+
+    def read(uri: str) -> bytes:
+        if uri in broken:
+            broken.discard(uri)
+            raise ConnectionResetError("connection reset by peer")
+        return read_bytes(uri)
+
+    describer, embedder = build_providers(Settings(provider="bedrock", embedding_dim=256))
+    executor = ChunkEnricher(describer=describer, embedder=embedder, read=read, run_id="r", threads=3)
+    result = ChunkResult()
+    try:
+        with pytest.raises(ConnectionResetError):
+            executor.enrich(items, result=result)
+        first = [r["image_id"] for r in result.rows]
+        assert "5" not in first and len(first) == len(set(first))
+        executor.enrich(items, result=result)
+    finally:
+        executor.close()
+    ids = [r["image_id"] for r in result.rows]
+    assert sorted(ids) == [str(i) for i in range(8)], "every image once: none lost, none twice"
+    assert not result.failures
+
+
 @pytest.mark.parametrize("cap", [None, 3])
 def test_a_chunks_images_are_in_flight_together_as_the_models_windows_allow(aws_env, tmp_path, cap):
     """Calls in flight are governed by each model's window, not by the number of chunk tasks:

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -98,43 +98,57 @@ def _window_now(provider: Describer | Embedder) -> int:
     return window.limit if window is not None else provider.calls_in_flight
 
 
-class _Pass:
-    """One pass over a chunk's pending images on the process's image workers: each image's
-    outcome as it completes, and an event set when the last one is in (or an error no image
-    can escape stops the pass)."""
+#: What an image's attempt gives: its assets row, or the stage it failed at.
+Outcome = dict[str, Any] | _StageFailure
+#: Takes each image's outcome as it completes (on the worker that made it).
+OutcomeSink = Callable[[WorkItem, Outcome], None]
 
-    def __init__(self, count: int):
-        self.remaining = count
-        self.outcomes: list[tuple[WorkItem, dict[str, Any] | _StageFailure]] = []
+
+class _Pass:
+    """One pass over a chunk's pending images on the process's image workers: each outcome goes
+    to the pass's sink as it completes, and ``wait`` returns when the last one is in, or when
+    an error no image can escape stopped the pass (then it raises it). Once stopped, outcomes
+    still coming from images in flight are dropped, so a later attempt at the chunk never sees
+    an image twice."""
+
+    def __init__(self, count: int, sink: OutcomeSink):
+        self.remaining, self._sink = count, sink
         self.error: BaseException | None = None
         self.stopped = False  # its images not yet started are dropped
-        self.done = threading.Event()
+        self._done = threading.Event()
         self._lock = threading.Lock()
+        if count == 0:
+            self._done.set()
 
-    def add(self, item: WorkItem, outcome: dict[str, Any] | _StageFailure) -> None:
+    def add(self, item: WorkItem, outcome: Outcome) -> None:
         with self._lock:
-            self.outcomes.append((item, outcome))
+            if self.stopped:
+                return
+            self._sink(item, outcome)
             self.remaining -= 1
             if self.remaining == 0:
-                self.done.set()
+                self._done.set()
 
     def fail(self, error: BaseException) -> None:
         with self._lock:
-            if self.error is None:
-                self.error = error
-            self.stopped = True
-        self.done.set()
+            if not self.stopped:
+                self.error, self.stopped = error, True
+        self._done.set()
 
-    def wait(self) -> tuple[list[tuple[WorkItem, dict[str, Any] | _StageFailure]], BaseException | None]:
-        """Wait for every outcome, or for the first error no image can escape; then the outcomes
-        so far and that error. The images not started by then never start (also when the
-        waiting thread is interrupted); those in flight finish, unseen."""
+    def wait(self) -> None:
+        """Wait for every outcome. The images not started by then never start, also when the
+        waiting thread is interrupted; those in flight finish, unseen.
+
+        Raises:
+            The error that stopped the pass (no image can succeed).
+        """
         try:
-            self.done.wait()
+            self._done.wait()
         finally:
-            self.stopped = True
-        with self._lock:
-            return list(self.outcomes), self.error
+            with self._lock:
+                self.stopped = True
+        if self.error is not None:
+            raise self.error
 
 
 class ImageWorkers:
@@ -166,25 +180,24 @@ class ImageWorkers:
         """Worker loops running now."""
         return self._running
 
-    def submit(
-        self, attempt: Callable[[WorkItem, Description | None], dict[str, Any] | _StageFailure],
-        pending: Sequence[tuple[WorkItem, Description | None]],
-    ) -> _Pass:
-        """Queue the pending images for ``attempt`` and start workers for them.
+    def submit(self, attempt: Callable[[WorkItem, Description | None], Outcome],
+               pending: Sequence[tuple[WorkItem, Description | None]], sink: OutcomeSink) -> _Pass:
+        """Queue the pending images for ``attempt`` and start workers for them; each outcome
+        goes to ``sink`` as it completes.
 
         Each image runs in a copy of the caller's context (an orchestrator's settings and run
         context live in context variables, which worker threads would not see otherwise).
 
         Returns:
-            The pass: ``wait()`` for its outcomes.
+            The pass: ``wait()`` for its end.
         """
-        work = _Pass(len(pending))
+        work = _Pass(len(pending), sink)
         with self._lock:
             self._queue.extend((work, item, description, contextvars.copy_context()) for item, description in pending)
         self._start(attempt)
         return work
 
-    def _start(self, attempt: Callable[[WorkItem, Description | None], dict[str, Any] | _StageFailure]) -> None:
+    def _start(self, attempt: Callable[[WorkItem, Description | None], Outcome]) -> None:
         """Start workers up to the capacity now (no more than the queue has images for)."""
         with self._lock:
             more = min(self.capacity(), self._running + len(self._queue)) - self._running
@@ -194,10 +207,15 @@ class ImageWorkers:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.cap, thread_name_prefix="enrich-image")
             pool = self._pool
-        for _ in range(more):
-            pool.submit(self._work, attempt)
+        for started in range(more):
+            try:
+                pool.submit(self._work, attempt)
+            except RuntimeError:  # the pool was shut down meanwhile (close): these never run
+                with self._lock:
+                    self._running -= more - started
+                return
 
-    def _work(self, attempt: Callable[[WorkItem, Description | None], dict[str, Any] | _StageFailure]) -> None:
+    def _work(self, attempt: Callable[[WorkItem, Description | None], Outcome]) -> None:
         """One worker loop: queued images one after the other, until the queue is empty or the
         capacity fell below the workers running."""
         while True:
@@ -212,11 +230,9 @@ class ImageWorkers:
             if work.stopped:
                 continue
             try:
-                outcome = context.run(attempt, item, description)
-            except BaseException as exc:  # FatalProviderError, CatalogAccessError, or a bug: the chunk's
-                work.fail(exc)
-                continue
-            work.add(item, outcome)
+                work.add(item, context.run(attempt, item, description))
+            except BaseException as exc:  # FatalProviderError, CatalogAccessError, or a bug: the pass's
+                work.fail(exc)  # waiting thread raises it; this worker goes on with the queue
 
     def close(self) -> None:
         """Drop the queued images and stop the pool's threads once their images are done."""
@@ -295,7 +311,10 @@ class ChunkEnricher:
             if attempt:
                 time.sleep(self.retry_delay_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
             retry: list[tuple[WorkItem, Description | None]] = []
-            for item, outcome in self._run(pending):
+
+            def record(item: WorkItem, outcome: Outcome, attempt: int = attempt, retry: list = retry) -> None:
+                # As each image completes (a list's append is atomic): an interrupted attempt
+                # leaves what it did in ``result``.
                 if isinstance(outcome, dict):
                     result.rows.append(outcome)
                 elif isinstance(outcome.error, RetryableProviderError) and attempt < self.transient_retries:
@@ -308,25 +327,22 @@ class ChunkEnricher:
                             content_sha256=item.content_sha256,
                         )
                     )
+
+            self._run(pending, record)
             pending = retry
         return result
 
-    def _run(
-        self, pending: Sequence[tuple[WorkItem, Description | None]]
-    ) -> Iterator[tuple[WorkItem, dict[str, Any] | _StageFailure]]:
-        """Each pending image's row or stage failure (on the image workers, or here one by one).
-        An error no image can escape is raised once the outcomes before it are given, and the
-        chunk's images not yet started never start."""
+    def _run(self, pending: Sequence[tuple[WorkItem, Description | None]], sink: OutcomeSink) -> None:
+        """Each pending image's row or stage failure to ``sink`` (on the image workers, or here
+        one by one). An error no image can escape is raised, and the chunk's images not yet
+        started never start."""
         if self._workers is None or len(pending) == 1:
             for item, description in pending:
-                yield item, self._attempt(item, description)
+                sink(item, self._attempt(item, description))
             return
-        outcomes, error = self._workers.submit(self._attempt, pending).wait()
-        yield from outcomes
-        if error is not None:
-            raise error
+        self._workers.submit(self._attempt, pending, sink).wait()
 
-    def _attempt(self, item: WorkItem, description: Description | None) -> dict[str, Any] | _StageFailure:
+    def _attempt(self, item: WorkItem, description: Description | None) -> Outcome:
         try:
             return self.enrich_one(item, description=description)
         except _StageFailure as failure:
