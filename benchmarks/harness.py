@@ -216,6 +216,8 @@ def server_summary(snapshot: dict[str, Any], *, quota: int | None, images: int) 
         out[f"{name}_steady_rpm"] = round(rpm, 1) if rpm else None
         out[f"{name}_whole_rpm"] = round(whole, 1) if whole else None
         out[f"{name}_quota_share"] = round(rpm / quota, 4) if rpm and quota else None
+        # When the run's calls started and ended, in seconds since the server started.
+        out[f"{name}_span_at"] = [admitted[0], admitted[-1]] if admitted else None
     return out
 
 

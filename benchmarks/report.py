@@ -79,6 +79,11 @@ def table(results: dict[str, Any]) -> str:
             )
         add(name, "cores busy (machine / test server): one process", f"{k['threads']['machine_busy_cores']:.2f} / {k['threads']['server_cores']:.2f} of {results['machine']['cpus']}")
         add(name, "cores busy (machine / test server): Dask", f"{k['dask']['machine_busy_cores']:.2f} / {k['dask']['server_cores']:.2f} of {results['machine']['cpus']}")
+        for mode, label in (("threads", "one process"), ("dask", "Dask")):
+            cores = k[mode].get("cores_while_calls")
+            if cores:
+                parts = ", ".join(f"{key} {value:.2f}" for key, value in cores.items() if key != "machine" and value >= 0.01)
+                add(name, f"cores while the chunks run, {label}", f"{cores['machine']:.2f}: {parts}")
     if "throttling" in c:
         t = c["throttling"]
         pipe, nb = t["pipeline"], t["notebook"]

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,21 +188,30 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
 def compare_dask(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """4. The flow on Dask with 2 worker processes against the flow in one process (zero latency)."""
-    from benchmarks.harness import ServerProcess, make_catalog, use_endpoint
+    from benchmarks.harness import ServerProcess, make_catalog, manifest_paths, run_bare, use_endpoint
 
     n = cfg["dask_images"]
     manifest = make_catalog(workdir / f"catalog-{n}", n, size=256)
     out: dict[str, Any] = {"images": n, "server": ZERO_LATENCY}
     with ServerProcess(**ZERO_LATENCY) as server:
         use_endpoint(server.endpoint)
+        # The server decodes each image the first time it sees it (about 2.4 ms of its CPU an
+        # image, then cached): one bare pass first, so that neither run pays for that.
+        run_bare(manifest_paths(manifest), threads=BARE_THREADS[-1])
+        server.reset()
+        server_epoch = time.monotonic() - server.counters()["now"]  # the server's clock, here
         for name, extra in (("threads", {}), ("dask", {"task_runner": "dask", "dask_workers": 2})):
             machine, served = _busy_cores(), _process_cpu_s(server.proc.pid)
             started = time.perf_counter()
-            out[name] = _flow(server, manifest, workdir / name, quota=None, **extra)
+            with CoreSampler(server.proc.pid) as sampler:
+                out[name] = _flow(server, manifest, workdir / name, quota=None, **extra)
             wall = time.perf_counter() - started
             # Where the 2 cores went: the whole machine's busy share, and the server's own part.
             out[name]["machine_busy_cores"] = round((_busy_cores() - machine) / wall, 2)
             out[name]["server_cores"] = round((_process_cpu_s(server.proc.pid) - served) / wall, 2)
+            span = out[name]["server"].get("claude_span_at")
+            if span:  # and while the chunks ran (first Claude call to last), by process
+                out[name]["cores_while_calls"] = sampler.cores(server_epoch + span[0], server_epoch + span[1])
     for name in ("threads", "dask"):
         out[name]["images_per_s"] = round(n / out[name]["seconds"], 1)
         # While the chunks run (first Claude call to last): without starting the cluster, the
@@ -212,6 +222,61 @@ def compare_dask(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     calls = (out["threads"]["calls_images_per_s"], out["dask"]["calls_images_per_s"])
     out["calls_ratio"] = round(calls[1] / calls[0], 3) if all(calls) else None
     return out
+
+
+class CoreSampler:
+    """Samples, every ``interval_s``, the CPU seconds of the machine and of the processes of a
+    run: the test server, this process (the flow, and in one process its chunks), the Dask
+    worker processes and the Prefect server (its children); ``cores(t0, t1)`` is each one's
+    busy cores between two ``time.monotonic()`` instants."""
+
+    def __init__(self, server_pid: int, *, interval_s: float = 0.25):
+        self.server_pid, self.interval_s = server_pid, interval_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="core-sampler", daemon=True)
+
+    def __enter__(self) -> CoreSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self._snapshot()))
+            self._stop.wait(self.interval_s)
+
+    def _snapshot(self) -> dict[str, float]:
+        out = {"machine": _busy_cores(), "server": 0.0, "flow process": 0.0, "dask workers": 0.0, "prefect server": 0.0}
+        me = os.getpid()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+                cpu = _process_cpu_s(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            pid = int(entry.name)
+            if pid == self.server_pid:
+                out["server"] += cpu
+            elif pid == me:
+                out["flow process"] += cpu
+            elif b"uvicorn" in cmdline:
+                out["prefect server"] += cpu
+            elif b"multiprocessing" in cmdline or b"spawn_main" in cmdline:
+                out["dask workers"] += cpu
+        return out
+
+    def cores(self, t0: float, t1: float) -> dict[str, float] | None:
+        inside = [(t, s) for t, s in self.samples if t0 <= t <= t1]
+        if len(inside) < 2:
+            return None
+        (ta, a), (tb, b) = inside[0], inside[-1]
+        return {key: round((b[key] - a[key]) / (tb - ta), 2) for key in a}
 
 
 def _busy_cores() -> float:
