@@ -98,20 +98,27 @@ def test_a_chunk_whose_staging_failed_is_staged_later_without_calling_a_model(be
     assert bedrock.counters.total == calls, "the second attempt staged the first one's result"
 
 
-def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(bedrock, tmp_path):
+def _items_and_a_reader_that_breaks_once(tmp_path, count: int, *, broken: int):
+    """``count`` distinct PNGs as work items, and a reader whose storage drops the connection
+    once, on image ``broken`` (an error that is no image's own: it interrupts the chunk)."""
     paths = []
-    for i in range(4):
+    for i in range(count):
         paths.append(tmp_path / f"{i}.png")
-        Image.new("RGB", (40, 30), (60 * i, 30, 200)).save(paths[-1])
+        Image.new("RGB", (40, 30), (240 * i // count, 30, 200)).save(paths[-1])
     items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
-    broken = {str(paths[2])}
+    once = {str(paths[broken])}
 
-    def read(uri: str) -> bytes:  # the storage drops one connection, once
-        if uri in broken:
-            broken.discard(uri)
+    def read(uri: str) -> bytes:
+        if uri in once:
+            once.discard(uri)
             raise ConnectionResetError("connection reset by peer")
         return read_bytes(uri)
 
+    return items, read
+
+
+def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(bedrock, tmp_path):
+    items, read = _items_and_a_reader_that_breaks_once(tmp_path, 4, broken=2)
     describer, embedder = build_providers(Settings(provider="bedrock", embedding_dim=256))
     executor = ChunkEnricher(describer=describer, embedder=embedder, read=read, run_id="r")
     assert isinstance(executor, Executor)
@@ -128,19 +135,7 @@ def test_an_interrupted_chunk_resumes_without_calling_again_for_its_done_images(
 
 
 def test_an_interrupted_chunk_on_image_workers_keeps_its_rows_and_never_gives_an_image_twice(bedrock, tmp_path):
-    paths = []
-    for i in range(8):
-        paths.append(tmp_path / f"{i}.png")
-        Image.new("RGB", (40, 30), (30 * i, 30, 200)).save(paths[-1])
-    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
-    broken = {str(paths[5])}
-
-    def read(uri: str) -> bytes:
-        if uri in broken:
-            broken.discard(uri)
-            raise ConnectionResetError("connection reset by peer")
-        return read_bytes(uri)
-
+    items, read = _items_and_a_reader_that_breaks_once(tmp_path, 8, broken=5)
     describer, embedder = build_providers(Settings(provider="bedrock", embedding_dim=256))
     executor = ChunkEnricher(describer=describer, embedder=embedder, read=read, run_id="r", threads=3)
     result = ChunkResult()
