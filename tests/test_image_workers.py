@@ -142,9 +142,11 @@ def test_an_error_no_image_can_escape_stops_the_chunk_and_its_images_not_started
 def test_closed_workers_drop_their_queue_and_a_later_chunk_gets_new_ones():
     workers = ImageWorkers(lambda: 1, cap=1)
     attempt = Recorder(hold_s=0.05)
-    workers.submit(attempt, _items(10), Sink())
+    work = workers.submit(attempt, _items(10), Sink())
     time.sleep(0.02)
     workers.close()
+    with pytest.raises(RuntimeError, match="closed"):  # the chunk's thread does not wait forever
+        work.wait()
     time.sleep(0.1)
     assert len(attempt.started) <= 2
     sink = Sink()

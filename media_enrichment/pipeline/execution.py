@@ -225,22 +225,24 @@ class ImageWorkers:
                     return
                 work, item, description, context = self._queue.popleft()
                 grown = self._running < self.capacity() and bool(self._queue)
-            if grown:  # the windows grew since the workers were started
-                self._start(attempt)
-            if work.stopped:
-                continue
             try:
-                work.add(item, context.run(attempt, item, description))
+                if grown:  # the windows grew since the workers were started
+                    self._start(attempt)
+                if not work.stopped:
+                    work.add(item, context.run(attempt, item, description))
             except BaseException as exc:  # FatalProviderError, CatalogAccessError, or a bug: the pass's
                 work.fail(exc)  # waiting thread raises it; this worker goes on with the queue
 
     def close(self) -> None:
-        """Drop the queued images and stop the pool's threads once their images are done."""
+        """Drop the queued images and stop the pool's threads once their images are done. A
+        chunk whose images were dropped fails (its thread raises ``RuntimeError``), so that no
+        chunk waits for images that will never run."""
         with self._lock:
-            for work, *_ in self._queue:
-                work.stopped = True
+            dropped = {id(work): work for work, *_ in self._queue}
             self._queue.clear()
             pool, self._pool = self._pool, None
+        for work in dropped.values():
+            work.fail(RuntimeError("the run's image workers were closed before this chunk's images ran"))
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
