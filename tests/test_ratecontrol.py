@@ -187,6 +187,18 @@ def test_without_a_rate_the_window_holds_where_more_calls_bring_no_more_answers(
     assert ac.limit == held  # holds: no slot is added that would only queue
 
 
+@pytest.mark.parametrize("pause_s", [0.3, 1.0])
+def test_one_slow_round_trip_does_not_hold_a_window_the_service_would_fill(pause_s):
+    clock = FakeClock()
+    ac = CallWindow(32, initial=4, clock=clock)
+    _serve(ac, clock, calls=8, capacity=1000)  # slow start
+    grown = ac.limit
+    clock.now += pause_s  # the client paused (its CPU, a chunk starting): this round trip brings less
+    _serve(ac, clock, calls=400, capacity=1000)
+    # With a plateau decided on one round trip, this window held at 6 for the rest of the run.
+    assert grown < 32 and ac.limit == 32 and ac.plateaus == 0
+
+
 def test_a_window_grows_only_while_it_is_full():
     # Calls sent with slots to spare (the supply of images, not the window, was the limit, as at
     # the tail of a run or on a client whose CPU is busy) say nothing about a larger window.

@@ -15,9 +15,9 @@
   - without one (no quota set, or a limiter shared through Prefect whose rate is not known
     here): the cap, while each round trip's completed calls per second keep rising with the
     window (by at least ``PLATEAU_GAIN``: the time per image keeps falling). When a larger
-    window brings no more calls per second (the service or this machine's CPU is the limit, or
-    the rate limiter makes calls wait) the window holds; it grows again if the rate rises
-    later.
+    window brings no more calls per second for ``PLATEAU_ROUND_TRIPS`` round trips in a row
+    (the service or this machine's CPU is the limit, or the rate limiter makes calls wait) the
+    window holds; it grows again if the rate rises later.
 
 - **Back-off (AIMD).** Sustained throttling halves the limit, at most once per ``cooldown_s``
   (with ``tolerance``, throttling that stays below that share of the last ``window`` outcomes
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 
 from media_enrichment.ratecontrol.buckets import Clock
 
-__all__ = ["HEADROOM", "INITIAL_WINDOW", "PLATEAU_GAIN", "THROTTLE_TOLERANCE", "THROTTLE_WINDOW", "CallWindow"]
+__all__ = ["HEADROOM", "INITIAL_WINDOW", "PLATEAU_GAIN", "PLATEAU_ROUND_TRIPS", "THROTTLE_TOLERANCE", "THROTTLE_WINDOW", "CallWindow"]
 
 #: Share of throttled calls among the last ``THROTTLE_WINDOW`` that ``build_gates`` tolerates
 #: before cutting the window: sporadic throttling is retried by botocore; cutting the window for
@@ -55,6 +55,11 @@ HEADROOM = 1.25
 #: so far for the window to keep growing (slow start doubles it: an unsaturated service answers
 #: about twice as many).
 PLATEAU_GAIN = 1.2
+#: Round trips in a row that must bring no more calls per second before the window holds. With
+#: one, a benchmark run once held Claude's window at 11 calls (it had reached 22) where the
+#: service took 32, and the run took 29 s instead of 12: one round trip slowed by something
+#: else (the client's CPU, a chunk starting) must not decide.
+PLATEAU_ROUND_TRIPS = 2
 #: Weight of a new sample in the latency's moving average.
 _EWMA = 0.1
 
@@ -129,6 +134,7 @@ class CallWindow:
         self._epoch_size = INITIAL_WINDOW
         self._best_rate = 0.0  # most calls per second completed in a round trip
         self._best_window = self._limit  # the window during that round trip
+        self._flat = 0  # round trips in a row that brought no more calls per second
         self.cuts = 0
         self.increases = 0
         self.lowest = self._limit
@@ -227,7 +233,11 @@ class CallWindow:
             if self._limit > target:  # the rate needs fewer calls in flight than the window holds
                 self._set(max(target, self._limit - 1))
                 return
-            if not window_full or self._limit >= target or (not known_rate and (rate_waited or not self._growing)):
+            # Without a known rate, no growth after a round trip that brought no more calls per
+            # second, until the next one says whether that was a plateau or a pause.
+            if not window_full or self._limit >= target or (
+                not known_rate and (rate_waited or not self._growing or self._flat)
+            ):
                 return
             if self._slow_start or self._credit >= self._limit:
                 self._set(self._limit + 1)
@@ -248,8 +258,12 @@ class CallWindow:
         if rate >= PLATEAU_GAIN * self._best_rate:
             self._best_rate = rate
             self._best_window = math.ceil((started_at + self._limit) / 2)  # what carried that rate
-            self._growing = True
-        elif self._growing and self._limit < self.max_in_flight:
+            self._growing, self._flat = True, 0
+            return
+        self._flat += 1
+        if self._flat < PLATEAU_ROUND_TRIPS:
+            return  # one slow round trip (a pause of the client, a chunk starting) is not a plateau yet
+        if self._growing and self._limit < self.max_in_flight:
             # A larger window brought no more calls per second: back to the one that did as well.
             self._growing = False
             self.plateaus += 1
