@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         le=256,
         description=(
             "Chunk tasks running at once (None: enough chunks to keep the call windows full, "
-            "ceil(2 x concurrency / chunk_size), at least 2)."
+            "ceil(2 x concurrency / chunk_size), at least 2, per process: times dask_workers on a local Dask cluster)."
         ),
     )
     commit_rows: int = Field(
@@ -297,10 +297,15 @@ class Settings(BaseSettings):
 
     @property
     def chunks_in_flight(self) -> int:
-        """Chunk tasks at once: ``chunk_tasks``, or enough queued images to keep both call windows full."""
+        """Chunk tasks at once: ``chunk_tasks``, or enough queued images to keep both call
+        windows of each process full: ``ceil(2 x concurrency / chunk_size)``, at least 2, per
+        process (a local Dask cluster has ``dask_workers`` of them, each with its own windows:
+        with one chunk each, a worker's windows ran half empty at the end of every chunk)."""
         if self.chunk_tasks is not None:
             return self.chunk_tasks
-        return max(2, math.ceil(2 * self.concurrency / self.chunk_size))
+        per_process = max(2, math.ceil(2 * self.concurrency / self.chunk_size))
+        local_dask = self.task_runner == "dask" and not self.dask_address
+        return per_process * (self.dask_workers if local_dask else 1)
 
     @field_validator("allowed_roots", mode="before")
     @classmethod

@@ -496,3 +496,15 @@ def test_the_default_deployments_file_is_the_projects_and_pins_no_settings(tmp_p
     served = {d.name: d for d in load_deployments(overrides={"dataset": "given/ds", "source": "given.csv"})}
     assert served["nightly"].parameters == {"source": "given.csv", "dataset": "given/ds"}
     assert served["backfill-launcher"].parameters == {"source": "given.csv", "dataset": "given/ds"}
+
+
+def test_chunks_in_flight_keep_each_process_windows_fed():
+    """Two chunks per process by default; a local Dask cluster has one set of windows per
+    worker, so it gets that many per worker; a set ``chunk_tasks`` or a remote cluster (whose
+    workers this process cannot count) is taken as it is."""
+    assert Settings().chunks_in_flight == 2
+    assert Settings(concurrency=64).chunks_in_flight == 2
+    assert Settings(concurrency=96).chunks_in_flight == 3
+    assert Settings(task_runner="dask", dask_workers=3).chunks_in_flight == 6
+    assert Settings(task_runner="dask", dask_address="tcp://scheduler:8786").chunks_in_flight == 2
+    assert Settings(task_runner="dask", dask_workers=3, chunk_tasks=4).chunks_in_flight == 4
