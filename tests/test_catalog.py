@@ -130,3 +130,23 @@ def test_read_bytes_refuses_what_is_not_a_regular_file(tmp_path):
         read_bytes(str(tmp_path / "dir.png"))
     with pytest.raises(CatalogError, match="a FIFO"):  # a manifest's read: the catalogue's error type
         read_bytes(str(tmp_path / "fifo.png"), error=CatalogError)
+
+
+def test_a_manifest_that_names_a_column_twice_is_refused(tmp_path):
+    # pandas would read the second "image_id" as "image_id.1"; which one names the image is a guess.
+    (tmp_path / "0.png").write_bytes(b"x")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("batch,image_id,image_id,path\n,0,,0.png\n")
+    with pytest.raises(CatalogError, match="image_id more than once"):
+        load_catalog(str(manifest))
+
+
+def test_a_parquet_manifest_that_names_a_column_twice_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "0.png").write_bytes(b"x")
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["0.png"]), pa.array(["b"])], names=["image_id", "path", "image_id"])
+    pq.write_table(table, tmp_path / "m.parquet")
+    with pytest.raises(CatalogError, match="more than once|could not be read"):  # pyarrow refuses it too
+        load_catalog(str(tmp_path / "m.parquet"))
