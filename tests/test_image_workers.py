@@ -35,7 +35,7 @@ def _items(n: int, prefix: str = "i") -> list[tuple[WorkItem, None]]:
 class Recorder:
     """An ``attempt`` that holds each image ``hold_s`` and records how many ran at once."""
 
-    def __init__(self, hold_s: float = 0.05):
+    def __init__(self, hold_s: float = 0.2):
         self.hold_s, self.busy, self.peak, self.started = hold_s, 0, 0, []
         self.running: set[str] = set()
         self.alongside: dict[str, set[str]] = {}  # image -> the images running when it started
@@ -59,13 +59,15 @@ def test_no_more_images_at_once_than_the_capacity_and_never_above_the_cap():
     capacity = [3]
     workers = ImageWorkers(lambda: capacity[0], cap=8)
     try:
+        # Each image is held 0.2 s, so that on a loaded machine every worker has started before
+        # the first ones are done.
         attempt, sink = Recorder(), Sink()
-        workers.submit(attempt, _items(12), sink).wait()
-        assert sink.ids == sorted(f"i{k}" for k in range(12))
+        workers.submit(attempt, _items(9), sink).wait()
+        assert sink.ids == sorted(f"i{k}" for k in range(9))
         assert attempt.peak == 3
         capacity[0] = 100  # the windows grew past what the pool has threads for
         attempt = Recorder()
-        workers.submit(attempt, _items(12), Sink()).wait()
+        workers.submit(attempt, _items(24), Sink()).wait()
         assert attempt.peak == 8
     finally:
         workers.close()
@@ -74,10 +76,10 @@ def test_no_more_images_at_once_than_the_capacity_and_never_above_the_cap():
 def test_more_workers_start_when_the_windows_grow_during_a_chunk():
     capacity = [1]
     workers = ImageWorkers(lambda: capacity[0], cap=8)
-    attempt = Recorder(hold_s=0.05)
+    attempt = Recorder(hold_s=0.2)
     try:
-        work = workers.submit(attempt, _items(20), Sink())
-        time.sleep(0.12)
+        work = workers.submit(attempt, _items(16), Sink())
+        time.sleep(0.5)
         assert workers.running == 1
         capacity[0] = 4  # a window grew: the next image taken starts three more workers
         work.wait()
@@ -103,7 +105,7 @@ def test_workers_stop_when_the_windows_shrink():
 
 def test_two_chunks_in_flight_share_the_workers_without_a_tail_between_them():
     workers = ImageWorkers(lambda: 4, cap=8)
-    attempt = Recorder(hold_s=0.05)
+    attempt = Recorder(hold_s=0.2)
     try:
         first = workers.submit(attempt, _items(6, "a"), Sink())
         second = workers.submit(attempt, _items(6, "b"), Sink())
