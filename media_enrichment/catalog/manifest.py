@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,7 @@ def _check_csv_header(raw: bytes, uri: str) -> None:
 
 def _refuse_repeated_columns(names: Sequence[Any], uri: str) -> None:
     """Refuse a manifest that names a column twice: which of the two is the image's would be a guess."""
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[str(name)] = counts.get(str(name), 0) + 1
-    repeated = sorted(name for name, count in counts.items() if count > 1)
+    repeated = sorted(name for name, count in Counter(map(str, names)).items() if count > 1)
     if repeated:
         raise CatalogError(f"manifest {uri} names column(s) {', '.join(repeated[:5])} more than once")
 
@@ -124,7 +122,6 @@ def _check_parquet_shape(raw: bytes, uri: str, max_bytes: int = MAX_MANIFEST_BYT
 
 
 def _validate_manifest(frame: pd.DataFrame, *, uri: str, base: str) -> pd.DataFrame:
-    _refuse_repeated_columns(list(frame.columns), uri)  # a Parquet file may repeat a name
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CatalogError(
