@@ -236,6 +236,9 @@ class RunResult:
     ok: int
     lost: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``time.monotonic()`` when the clock started and stopped (the timed part only), so that a
+    #: ``CoreSampler`` can tell which process was busy while it ran.
+    timed: tuple[float, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -340,11 +343,12 @@ def run_bare(paths: Sequence[str], *, threads: int, client: str = "default") -> 
             json.loads(answer["body"].read())
         return True
 
-    started = time.perf_counter()
+    began, started = time.monotonic(), time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         ok = sum(pool.map(one, bodies))
     seconds = time.perf_counter() - started
-    return RunResult("bare boto3", len(paths), seconds, ok, len(paths) - ok, {"threads": threads, "client": client})
+    extra = {"threads": threads, "client": client}
+    return RunResult("bare boto3", len(paths), seconds, ok, len(paths) - ok, extra, timed=(began, time.monotonic()))
 
 
 def run_pipeline(
@@ -368,7 +372,7 @@ def run_pipeline(
 
     settings = _settings(dataset=str(workdir / "dataset"), **settings_values)
     with open_run(settings, str(manifest), str(uuid.uuid4())) as run:
-        started = time.perf_counter()
+        began, started = time.monotonic(), time.perf_counter()
         plan = run.plan(run.load_catalog())
         planned_s = time.perf_counter() - started
         total = plan.total
@@ -391,8 +395,9 @@ def run_pipeline(
             run.commit(staged, plan)
             extra["merge_s"] = round(time.perf_counter() - started - enriched_s, 3)
         seconds = time.perf_counter() - started
+        timed = (began, time.monotonic())
         gates = run.services.describer.gate, run.services.embedder.gate
-    return RunResult("pipeline", total, seconds, ok, total - ok, extra), *gates
+    return RunResult("pipeline", total, seconds, ok, total - ok, extra, timed=timed), *gates
 
 
 def run_flow(manifest: Path, workdir: Path, **settings_values: Any) -> RunResult:

@@ -63,9 +63,18 @@ def table(results: dict[str, Any]) -> str:
             add(name, "bare loop on the pipeline's client, 16 threads", f"{max(f['bare_pipeline_client']):.0f}")
         gate = f["pipeline"][-1]["describer_gate"]
         add(name, "pipeline (run driver, defaults), images/s", f"{f['pipeline_images_per_s']:.0f} (Claude window peak {gate['peak_in_flight']})")
-        add(name, "pipeline / floor", f"{f['ratio']:.2f}", ">= 0.8", f["ratio"] >= TARGETS["floor_ratio"])
+        # Met only where the client's CPU per image agrees as well: a floor held back by the test
+        # server (its process below a core) raises the images/s ratio without any CPU saved.
+        met = f["ratio"] >= TARGETS["floor_ratio"] and f.get("cpu_ratio", f["ratio"]) >= TARGETS["floor_ratio"]
+        add(name, "pipeline / floor", f"{f['ratio']:.2f}", ">= 0.8 (and CPU)", met)
         if "ratio_same_client" in f:
             add(name, "pipeline / bare loop on its client (its own work)", f"{f['ratio_same_client']:.2f}")
+        if f.get("cores"):
+            add(name, "busy cores while timed: client process / test server", _floor_cores(f["cores"]))
+        if "cpu_ratio" in f:
+            cpu = f["cpu_ms_per_image"]
+            add(name, "client process CPU per image, ms (least of 2): bare 16 / pipeline",
+                f"{min(cpu['bare 16']):.2f} / {min(cpu['pipeline']):.2f}: {f['cpu_ratio']:.2f}")
     if "dask" in c:
         k = c["dask"]
         name = f"4 Dask, {k['images']} images"
@@ -128,3 +137,15 @@ def table(results: dict[str, Any]) -> str:
     if quick:
         lines.append("(quick run: sizes too small for the targets, which are judged on the full run only)")
     return "\n".join(lines)
+
+
+def _floor_cores(cores: dict[str, list[dict[str, float] | None]]) -> str:
+    """Comparison 3's busy cores, per method, averaged over its runs: ``bare 16 1.00 / 0.62, ...``."""
+    parts = []
+    for method, samples in cores.items():
+        known = [c for c in samples if c]
+        if known:
+            client = sum(c["flow process"] for c in known) / len(known)
+            server = sum(c["server"] for c in known) / len(known)
+            parts.append(f"{method} {client:.2f} / {server:.2f}")
+    return ", ".join(parts) or "not sampled"

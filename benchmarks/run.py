@@ -154,24 +154,41 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     n = cfg["images"]
     manifest = make_catalog(workdir / f"catalog-{n}", n, size=256)
     paths = manifest_paths(manifest)
-    out: dict[str, Any] = {"images": n, "server": ZERO_LATENCY, "bare": {}, "bare_pipeline_client": [], "pipeline": []}
-    with ServerProcess(**ZERO_LATENCY) as server:
+    out: dict[str, Any] = {
+        "images": n, "server": ZERO_LATENCY, "bare": {}, "bare_pipeline_client": [], "pipeline": [], "cores": {},
+        "cpu_ms_per_image": {},
+    }
+
+    def busy(name: str, result: Any) -> None:
+        # The cores each process kept busy while the clock ran. images/s measures the client's
+        # CPU only while the client process, not the test server, is the limit; the client
+        # process's CPU per image (its busy cores / images per second) holds either way.
+        cores = sampler.cores(*result.timed)
+        out["cores"].setdefault(name, []).append(cores)
+        if cores:
+            cpu_ms = 1000 * cores["flow process"] * result.seconds / result.images
+            out["cpu_ms_per_image"].setdefault(name, []).append(round(cpu_ms, 2))
+
+    with ServerProcess(**ZERO_LATENCY) as server, CoreSampler(server.proc.pid) as sampler:
         use_endpoint(server.endpoint)
         for rep in range(2):  # alternate, so a drift of the machine touches both
             for threads in BARE_THREADS:
                 log(f"3. bare boto3 loop, {threads} threads, {n} images ({rep + 1}/2)")
                 bare = run_bare(paths, threads=threads)
                 out["bare"].setdefault(str(threads), []).append(round(bare.images / bare.seconds, 1))
+                busy(f"bare {threads}", bare)
                 server.reset()
             # The same loop on the pipeline's client configuration (its User-Agent built once):
             # the pipeline against it is the cost of the pipeline's own work alone.
             log(f"3. bare boto3 loop on the pipeline's client, {BARE_THREADS[-1]} threads ({rep + 1}/2)")
             bare = run_bare(paths, threads=BARE_THREADS[-1], client="pipeline")
             out["bare_pipeline_client"].append(round(bare.images / bare.seconds, 1))
+            busy("bare pipeline client", bare)
             server.reset()
             log(f"3. pipeline through the run driver, defaults, {n} images ({rep + 1}/2)")
             shutil.rmtree(workdir / "floor", ignore_errors=True)
             result, describer, embedder = run_pipeline(manifest, workdir / "floor")
+            busy("pipeline", result)
             server.reset()
             out["pipeline"].append(
                 {
@@ -183,6 +200,9 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out["pipeline_images_per_s"] = max(r["images_per_s"] for r in out["pipeline"])
     out["ratio"] = round(out["pipeline_images_per_s"] / out["floor_images_per_s"], 3)
     out["ratio_same_client"] = round(out["pipeline_images_per_s"] / max(out["bare_pipeline_client"]), 3)
+    cpu = out["cpu_ms_per_image"]
+    if cpu.get("pipeline") and cpu.get(f"bare {BARE_THREADS[-1]}"):  # the client's CPU: floor's / pipeline's
+        out["cpu_ratio"] = round(min(cpu[f"bare {BARE_THREADS[-1]}"]) / min(cpu["pipeline"]), 3)
     return out
 
 
