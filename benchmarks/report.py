@@ -71,10 +71,10 @@ def table(results: dict[str, Any]) -> str:
             add(name, "pipeline / bare loop on its client (its own work)", f"{f['ratio_same_client']:.2f}")
         if f.get("cores"):
             add(name, "busy cores while timed: client process / test server", _floor_cores(f["cores"]))
-        if "cpu_ratio" in f:
-            cpu = f["cpu_ms_per_image"]
-            add(name, "client process CPU per image, ms (least of 2): bare 16 / pipeline",
-                f"{min(cpu['bare 16']):.2f} / {min(cpu['pipeline']):.2f}: {f['cpu_ratio']:.2f}")
+        if "cpu_ms" in f:
+            cpu = f["cpu_ms"]
+            add(name, f"client process CPU per image, ms (least of 2): bare {cpu['threads']} / pipeline",
+                f"{cpu['floor']:.2f} / {cpu['pipeline']:.2f}: {f['cpu_ratio']:.2f}")
     if "dask" in c:
         k = c["dask"]
         name = f"4 Dask, {k['images']} images"

@@ -201,8 +201,10 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out["ratio"] = round(out["pipeline_images_per_s"] / out["floor_images_per_s"], 3)
     out["ratio_same_client"] = round(out["pipeline_images_per_s"] / max(out["bare_pipeline_client"]), 3)
     cpu = out["cpu_ms_per_image"]
-    if cpu.get("pipeline") and cpu.get(f"bare {BARE_THREADS[-1]}"):  # the client's CPU: floor's / pipeline's
-        out["cpu_ratio"] = round(min(cpu[f"bare {BARE_THREADS[-1]}"]) / min(cpu["pipeline"]), 3)
+    floor_cpu, pipeline_cpu = cpu.get(f"bare {BARE_THREADS[-1]}"), cpu.get("pipeline")
+    if floor_cpu and pipeline_cpu:  # the client's CPU per image, least of the runs: floor's / pipeline's
+        out["cpu_ms"] = {"threads": BARE_THREADS[-1], "floor": min(floor_cpu), "pipeline": min(pipeline_cpu)}
+        out["cpu_ratio"] = round(min(floor_cpu) / min(pipeline_cpu), 3)
     return out
 
 
