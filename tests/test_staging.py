@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from media_enrichment_prefect.flows.enrich import enrich_catalog
+from media_enrichment.config import Settings
 from media_enrichment.dataset import Dataset
 from media_enrichment.errors import DatasetLocationError
+from media_enrichment.pipeline.driver import open_run
 from media_enrichment.pipeline.execution import ChunkResult
-from media_enrichment.pipeline.plan import ModelVersions, WorkItem, split_chunks
 from media_enrichment.pipeline.staging import (
     assets_table,
     chunk_key,
@@ -132,11 +133,11 @@ def test_a_forced_run_repairs_half_written_entries(sample_manifest, tmp_path):
     """Half-written entries of the chunks a --force run stages are passed over (and removed),
     not reused and not a failure."""
     dataset = tmp_path / "ds"
-    first = enrich_catalog(source=str(sample_manifest), dataset=str(dataset), chunk_size=2, limit=4, embedding_dim=256)
+    enrich_catalog(source=str(sample_manifest), dataset=str(dataset), chunk_size=2, limit=4, embedding_dim=256)
     stored = Dataset(str(dataset)).read_assets().sort_values("image_id")
-    versions = ModelVersions(first["enrichment_model"], first["embedding_model"], first["prompt_version"], first["embedding_dim"])
-    items = [WorkItem(r.image_id, r.source_uri, r.content_sha256) for r in stored.itertuples()]
-    keys = [chunk_key(chunk, versions) for chunk in split_chunks(items, 2)]
+    settings = Settings(dataset=str(dataset), chunk_size=2, limit=4, embedding_dim=256, force=True)
+    with open_run(settings, str(sample_manifest), "probe") as run:  # the chunks the forced run stages
+        keys = [chunk_key(chunk, run.versions) for chunk in run.chunks(run.plan(run.load_catalog()))]
     staging = Path(dataset / "_staging")
     staging.mkdir(exist_ok=True)
     old_rows = pq.read_table(next((dataset / "assets").glob("*.parquet")))

@@ -100,9 +100,15 @@ class RunDriver:
         """
         return load_catalog(self.source, s3_client=self.services.s3, limit=self.settings.limit, batch=self.settings.batch)
 
+    @property
+    def may_batch(self) -> bool:
+        """Whether some of this run's images may go to batch inference jobs (``invocations``)."""
+        return self.settings.invocation != "on-demand" and self.settings.provider != "local"
+
     def plan(self, catalog: Catalog) -> Plan:
-        """Check the dataset can be written, then hash the catalogue's images and keep those
-        whose stored row cannot be reused.
+        """Check the dataset can be written, then keep the catalogue's images whose stored row
+        cannot be reused (hashing those the dataset holds a row or a spent failure of; every
+        image when the run may use batch jobs, whose record ids name the content hash).
 
         Raises:
             DatasetLocationError: the dataset cannot be written there (before any image is read).
@@ -120,6 +126,7 @@ class RunDriver:
             run_id=self.run_id,
             force=settings.force,
             default_batch=settings.batch or catalog.default_batch,
+            hash_new=self.may_batch,
         )
 
     def check_access(self, plan: Plan) -> None:
@@ -144,7 +151,7 @@ class RunDriver:
         items = plan.items[: self.settings.max_images]
         settings = self.settings
         mode = settings.invocation
-        if mode == "on-demand" or settings.provider == "local":
+        if not self.may_batch:
             return [], list(items)
         if mode == "auto":
             if len(items) < settings.batch_min_records or not batchable_kinds(self.services):

@@ -29,7 +29,7 @@ import numpy as np
 
 from media_enrichment.errors import CatalogAccessError, EnrichmentError, FatalProviderError, RetryableProviderError
 from media_enrichment.images import SourceFacts, prepare_images
-from media_enrichment.pipeline.plan import ModelVersions, Reader, WorkItem, failure_row
+from media_enrichment.pipeline.plan import ModelVersions, Reader, WorkItem, failure_row, sha256_hex
 from media_enrichment.providers.base import Describer, Description, Embedder
 
 
@@ -79,11 +79,15 @@ class Executor(Protocol):
 
 
 class _StageFailure(Exception):
-    """One image failed at one stage; carries what was already paid for (the description)."""
+    """One image failed at one stage; carries what was already paid for (the description) and
+    the hash of the bytes read (None: not read), for its failure row."""
 
-    def __init__(self, stage: str, error: EnrichmentError, description: Description | None):
+    def __init__(
+        self, stage: str, error: EnrichmentError, description: Description | None, content_sha256: str | None = None
+    ):
         super().__init__(str(error))
         self.stage, self.error, self.description = stage, error, description
+        self.content_sha256 = content_sha256
 
 
 #: Images a process works on beyond what the two call windows hold: being read and prepared,
@@ -326,7 +330,7 @@ class ChunkEnricher:
                         failure_row(
                             image_id=item.image_id, source_uri=item.source_uri, stage=outcome.stage,
                             error=outcome.error, run_id=self.run_id, attempts=attempt + 1,
-                            content_sha256=item.content_sha256,
+                            content_sha256=outcome.content_sha256 or item.content_sha256,
                         )
                     )
 
@@ -368,13 +372,16 @@ class ChunkEnricher:
             CatalogAccessError: the catalogue's storage refused the credentials or has no such bucket.
         """
         stage = "read"
+        sha = item.content_sha256
         try:
             data = self.read(item.source_uri)
+            # An image the plan did not read (a new id) is hashed here, once. One the plan
+            # hashed keeps the plan's hash: a file changed since carries it, which the next
+            # run's plan no longer matches, so it is enriched again.
+            sha = sha or sha256_hex(data)
             stage = "prepare"
             facts, (for_describer, for_embedder) = prepare_images(
-                # The plan hashed these bytes: a file changed since carries the plan's hash,
-                # which the next run's plan no longer matches, so it is enriched again.
-                data, [self.describer.image_limits, self.embedder.image_limits], content_sha256=item.content_sha256,
+                data, [self.describer.image_limits, self.embedder.image_limits], content_sha256=sha,
             )
             del data
             stage = "describe"
@@ -385,7 +392,7 @@ class ChunkEnricher:
         except (FatalProviderError, CatalogAccessError):
             raise  # no image can succeed: the credentials or the bucket are wrong
         except EnrichmentError as exc:
-            raise _StageFailure(stage, exc, description) from exc
+            raise _StageFailure(stage, exc, description, sha) from exc
         return asset_row(
             item, facts, description, vector, describer=self.describer, embedder=self.embedder, run_id=self.run_id,
             batch=self.batch,

@@ -1,8 +1,11 @@
 """Planning a run: which catalogue images need the models, and in which chunks.
 
-``plan_work`` reads and hashes every image and keeps those whose stored row cannot be reused
-(same content hash, models, prompt version and vector size); ``split_chunks`` cuts the work
-into chunks. Images that cannot be read become failure rows (``failure_row``) here already.
+``plan_work`` keeps the catalogue images whose stored row cannot be reused (same content hash,
+models, prompt version and vector size): it reads and hashes the images the dataset holds a
+reusable row or a spent failure of, since only their bytes decide; an image id the dataset has
+never kept is work whatever its bytes, and is read once, by the run that enriches it (unless
+``hash_new``). ``split_chunks`` cuts the work into chunks. Images the plan cannot read become
+failure rows (``failure_row``) here already.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ class WorkItem:
 
     image_id: str
     source_uri: str
-    content_sha256: str
+    #: The SHA-256 of the bytes the plan read; None: the plan did not read the image (a new id),
+    #: and the run hashes the bytes it reads to enrich it.
+    content_sha256: str | None
     attributes: str | None = None  # JSON of the manifest's extra columns
     batch: str | None = None  # the manifest's own batch column, when it has one
 
@@ -135,8 +140,9 @@ def plan_work(
     force: bool = False,
     workers: int = 8,
     default_batch: str | None = None,
+    hash_new: bool = True,
 ) -> Plan:
-    """Hash every catalogue image and keep those whose stored row cannot be reused.
+    """Keep the catalogue images whose stored row cannot be reused, hashing those whose bytes decide.
 
     Args:
         catalog: the loaded catalogue.
@@ -150,9 +156,15 @@ def plan_work(
         force: enrich everything again, failed images included.
         workers: threads hashing images (I/O bound).
         default_batch: the batch label of items the manifest gives none (its ``batch`` column).
+        hash_new: read and hash every image, also those whose id the dataset holds no reusable
+            row or spent failure of (batch inference names its records by the content hash
+            before any image is read). False: such images are planned unread, with no hash
+            (``WorkItem.content_sha256`` None), but for the first of them, read as a check of
+            the catalogue's storage: an on-demand run reads each image once, to enrich it, and
+            hashes those bytes (an S3 catalogue: one GET a new image, not two).
 
     Returns:
-        The plan; unreadable images are in ``failures``.
+        The plan; images it could not read are in ``failures``.
 
     Raises:
         CatalogAccessError: the catalogue's storage refused a read (access denied, bad
@@ -167,14 +179,6 @@ def plan_work(
             return sha256_hex(read(uri))
         except ImageError as exc:  # this image only; a CatalogAccessError stops the plan
             return exc
-
-    uris = list(frame["source_uri"])
-    # Runs of images per task: a task per image costs more in futures than reading and hashing
-    # a small image does; the runs still spread the reads over every thread.
-    run = max(1, min(_HASH_RUN, len(uris) // max(1, 4 * workers)))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        runs = pool.map(lambda start: [digest(uri) for uri in uris[start : start + run]], range(0, len(uris), run))
-        digests = [d for part in runs for d in part]
 
     reusable: set[tuple[str, str]] = set()
     if not force and not stored.empty:
@@ -192,14 +196,36 @@ def plan_work(
         known = failures[spent & failures["content_sha256"].notna()]
         exhausted = set(zip(known["image_id"], known["content_sha256"]))
 
+    uris = list(frame["source_uri"])
+    if hash_new:
+        read_at = range(len(uris))
+    else:
+        # Only bytes the dataset holds a row or a spent failure of can make an image's work
+        # unnecessary; the first new image is read as well, so that refused credentials stop
+        # the run here, before any model is called (CatalogAccessError).
+        decide = {image_id for image_id, _ in reusable | exhausted}
+        seen = [image_id in decide for image_id in frame["image_id"]]
+        first_new = next((i for i, known in enumerate(seen) if not known), None)
+        read_at = [i for i, known in enumerate(seen) if known or i == first_new]
+    # Runs of images per task: a task per image costs more in futures than reading and hashing
+    # a small image does; the runs still spread the reads over every thread.
+    run = max(1, min(_HASH_RUN, len(read_at) // max(1, 4 * workers)))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        runs = pool.map(
+            lambda start: [digest(uris[i]) for i in read_at[start : start + run]], range(0, len(read_at), run)
+        )
+        digests: list[str | BaseException | None] = [None] * len(uris)  # None: not read
+        for i, result in zip(read_at, (d for part in runs for d in part), strict=True):
+            digests[i] = result
+
     plan = Plan(items=[], reused=0, total=len(frame), batch=default_batch)
     batches = frame["batch"].astype(str) if "batch" in frame.columns else [None] * len(frame)
     for image_id, uri, result, attrs, batch in zip(frame["image_id"], frame["source_uri"], digests, attributes, batches):
         if isinstance(result, BaseException):
             plan.failures.append(failure_row(image_id=image_id, source_uri=uri, stage="read", error=result, run_id=run_id))
-        elif (image_id, result) in reusable:
+        elif result is not None and (image_id, result) in reusable:
             plan.reused += 1
-        elif (image_id, result) in exhausted:
+        elif result is not None and (image_id, result) in exhausted:
             plan.given_up.append(image_id)
         else:
             plan.items.append(

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 
 def chunk_key(items: Sequence[WorkItem], versions: ModelVersions) -> str:
-    """A name for a chunk's staged results: changes with its images' content and the models."""
+    """A name for a chunk's staged results: changes with its images, the content hashes the plan
+    knows of them (an image the plan did not read has none) and the models."""
     h = hashlib.sha256(json.dumps(versions.as_metadata(), sort_keys=True).encode())
     for item in items:
         h.update(f"\n{item.image_id}\t{item.content_sha256}".encode())

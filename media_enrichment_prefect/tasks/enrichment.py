@@ -45,7 +45,7 @@ def load_catalog_rows(run: RunDriver) -> Catalog:
 
 @task(name="plan-enrichment", cache_policy=NO_CACHE)
 def plan_enrichment(run: RunDriver, catalog: Catalog) -> Plan:
-    """Check the dataset can be written, hash the catalogue's images, skip those already enriched."""
+    """Check the dataset can be written, then plan: skip the images already enriched (their bytes hashed)."""
     return run.plan(catalog)
 
 
