@@ -199,6 +199,21 @@ def test_one_slow_round_trip_does_not_hold_a_window_the_service_would_fill(pause
     assert grown < 32 and ac.limit == 32 and ac.plateaus == 0
 
 
+def test_at_millisecond_latencies_a_few_slow_round_trips_do_not_hold_the_window():
+    """Against a service answering in 2 ms, a round trip of a window's completions lasts a few
+    ms, and a hiccup of this process's threads (20 ms) makes one look flat: its rate is measured
+    over ``MIN_ROUND_TRIP_S`` instead, which the hiccups do not flatten."""
+    clock = FakeClock()
+    ac = CallWindow(32, initial=4, clock=clock)
+    _serve(ac, clock, calls=8, capacity=1000, latency=0.002)  # slow start
+    for _ in range(3):  # three round trips in a row, each slowed by a hiccup
+        clock.now += 0.02
+        _serve(ac, clock, calls=ac.limit, capacity=1000, latency=0.002)
+    _serve(ac, clock, calls=2000, capacity=1000, latency=0.002)
+    # Judged on round trips of a window's completions, this window held at 6 for the rest of the run.
+    assert ac.limit == 32 and ac.plateaus == 0
+
+
 def test_a_window_grows_only_while_it_is_full():
     # Calls sent with slots to spare (the supply of images, not the window, was the limit, as at
     # the tail of a run or on a client whose CPU is busy) say nothing about a larger window.

@@ -14,7 +14,9 @@
     moving average of the calls' measured latency, so the window carries the rate and no more;
   - without one (no quota set, or a limiter shared through Prefect whose rate is not known
     here): the cap, while each round trip's completed calls per second keep rising with the
-    window (by at least ``PLATEAU_GAIN``: the time per image keeps falling). When a larger
+    window (by at least ``PLATEAU_GAIN``: the time per image keeps falling); a round trip is
+    measured over ``MIN_ROUND_TRIP_S`` at least, so that millisecond answers are not judged
+    on the noise of a few of them. When a larger
     window brings no more calls per second for ``PLATEAU_ROUND_TRIPS`` round trips in a row
     (the service or this machine's CPU is the limit, or the rate limiter makes calls wait) the
     window holds; it grows again if the rate rises later.
@@ -39,7 +41,7 @@ from contextlib import contextmanager
 
 from media_enrichment.ratecontrol.buckets import Clock
 
-__all__ = ["HEADROOM", "INITIAL_WINDOW", "PLATEAU_GAIN", "PLATEAU_ROUND_TRIPS", "THROTTLE_TOLERANCE", "THROTTLE_WINDOW", "CallWindow"]
+__all__ = ["HEADROOM", "INITIAL_WINDOW", "MIN_ROUND_TRIP_S", "PLATEAU_GAIN", "PLATEAU_ROUND_TRIPS", "THROTTLE_TOLERANCE", "THROTTLE_WINDOW", "CallWindow"]
 
 #: Share of throttled calls among the last ``THROTTLE_WINDOW`` that ``build_gates`` tolerates
 #: before cutting the window: sporadic throttling is retried by botocore; cutting the window for
@@ -60,6 +62,13 @@ PLATEAU_GAIN = 1.2
 #: service took 32, and the run took 29 s instead of 12: one round trip slowed by something
 #: else (the client's CPU, a chunk starting) must not decide.
 PLATEAU_ROUND_TRIPS = 2
+#: Least time a round trip's calls per second are measured over (more completions than the
+#: window when the calls are that fast). Against a service that answers in milliseconds, a
+#: round trip of a window's completions lasts a few: its rate is the noise of this process's
+#: thread scheduling (measured on a zero-latency server: 38 to 420 calls a second in round
+#: trips in a row of a run at a steady 300), and a window held on it stopped anywhere from 6 to
+#: 32. At Bedrock's latencies (a Claude call takes seconds) a round trip is longer anyway.
+MIN_ROUND_TRIP_S = 0.1
 #: Weight of a new sample in the latency's moving average.
 _EWMA = 0.1
 
@@ -243,15 +252,16 @@ class CallWindow:
                 self._set(self._limit + 1)
 
     def _round_trip(self, now: float) -> None:
-        """Count a completion in the current round trip (``limit`` completions); at its end,
+        """Count a completion in the current round trip (``limit`` completions, and
+        ``MIN_ROUND_TRIP_S`` at least); at its end,
         compare its calls per second with the best so far: grow on, or hold."""
         if self._epoch_started is None:
             self._start_round_trip(now)
             return
         self._epoch_calls += 1
-        if self._epoch_calls < self._epoch_size:
-            return
         elapsed = now - self._epoch_started
+        if self._epoch_calls < self._epoch_size or elapsed < MIN_ROUND_TRIP_S:
+            return
         rate = self._epoch_calls / elapsed if elapsed > 0 else math.inf
         started_at = self._epoch_size
         self._start_round_trip(now)
