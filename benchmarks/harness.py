@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -298,7 +299,9 @@ def run_notebook(paths: Sequence[str], *, threads: int = 5) -> RunResult:
     return RunResult("notebook", len(paths), seconds, ok, len(paths) - ok, {"describe_phase_s": round(described, 3)})
 
 
-def run_bare(paths: Sequence[str], *, threads: int, client: str = "default") -> RunResult:
+def run_bare(
+    paths: Sequence[str], *, threads: int, client: str = "default", timed: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> RunResult:
     """The floor: the same two boto3 calls per image from ``threads`` threads, nothing else.
 
     Each image is read and prepared, and both request bodies are built and serialised, before
@@ -311,6 +314,8 @@ def run_bare(paths: Sequence[str], *, threads: int, client: str = "default") -> 
             with a connection per thread (the floor); ``"pipeline"``: the pipeline's own client
             configuration (``aws.bedrock_client_config``), to tell the pipeline's own work from
             what its client configuration saves.
+        timed: a context held around the timed part only (``benchmarks.instructions`` counts
+            instructions within it).
     """
     import boto3
     from botocore.config import Config
@@ -343,10 +348,11 @@ def run_bare(paths: Sequence[str], *, threads: int, client: str = "default") -> 
             json.loads(answer["body"].read())
         return True
 
-    began, started = time.monotonic(), time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        ok = sum(pool.map(one, bodies))
-    seconds = time.perf_counter() - started
+    with timed():
+        began, started = time.monotonic(), time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            ok = sum(pool.map(one, bodies))
+        seconds = time.perf_counter() - started
     extra = {"threads": threads, "client": client}
     return RunResult("bare boto3", len(paths), seconds, ok, len(paths) - ok, extra, timed=(began, time.monotonic()))
 
@@ -357,12 +363,14 @@ def run_pipeline(
     *,
     merge: bool = False,
     on_enriched: Callable[[], None] | None = None,
+    timed: Callable[[], AbstractContextManager[Any]] = nullcontext,
     **settings_values: Any,
 ) -> tuple[RunResult, Any, Any]:
     """This pipeline's path through the library's run driver, without Prefect: the flow's steps
     (``open_run`` -> catalogue -> plan -> ``run_chunk`` per chunk, ``chunks_in_flight`` at once
     -> optionally ``commit``, the streaming merge into Delta) on a thread pool of chunks.
-    Settings not given keep their defaults, as a user who sets nothing gets them.
+    Settings not given keep their defaults, as a user who sets nothing gets them. ``timed`` is a
+    context held around the plan and the chunks (not around opening the run or the merge).
 
     Returns:
         The result, and the describer's and embedder's gates.
@@ -372,18 +380,19 @@ def run_pipeline(
 
     settings = _settings(dataset=str(workdir / "dataset"), **settings_values)
     with open_run(settings, str(manifest), str(uuid.uuid4())) as run:
-        began, started = time.monotonic(), time.perf_counter()
-        plan = run.plan(run.load_catalog())
-        planned_s = time.perf_counter() - started
-        total = plan.total
-        chunks = run.chunks(plan)
-        with ThreadPoolExecutor(max_workers=settings.chunks_in_flight) as pool:  # as the flow's chunk tasks
-            staged = run_windowed(
-                chunks, submit=lambda items: pool.submit(run.run_chunk, items),
-                next_done=lambda futures: next(iter(wait(futures, return_when=FIRST_COMPLETED).done)),
-                result=lambda future: future.result(), window=settings.chunks_in_flight, budget=run.budget,
-            )
-        enriched_s = time.perf_counter() - started
+        with timed():
+            began, started = time.monotonic(), time.perf_counter()
+            plan = run.plan(run.load_catalog())
+            planned_s = time.perf_counter() - started
+            total = plan.total
+            chunks = run.chunks(plan)
+            with ThreadPoolExecutor(max_workers=settings.chunks_in_flight) as pool:  # as the flow's chunk tasks
+                staged = run_windowed(
+                    chunks, submit=lambda items: pool.submit(run.run_chunk, items),
+                    next_done=lambda futures: next(iter(wait(futures, return_when=FIRST_COMPLETED).done)),
+                    result=lambda future: future.result(), window=settings.chunks_in_flight, budget=run.budget,
+                )
+            enriched_s = time.perf_counter() - started
         if on_enriched is not None:
             on_enriched()
         ok = sum(c.enriched for c in staged)
