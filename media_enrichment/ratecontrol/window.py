@@ -15,11 +15,11 @@
   - without one (no quota set, or a limiter shared through Prefect whose rate is not known
     here): the cap, while each round trip's completed calls per second keep rising with the
     window (by at least ``PLATEAU_GAIN``: the time per image keeps falling); a round trip is
-    measured over ``MIN_ROUND_TRIP_S`` at least, so that millisecond answers are not judged
-    on the noise of a few of them. When a larger
-    window brings no more calls per second for ``PLATEAU_ROUND_TRIPS`` round trips in a row
-    (the service or this machine's CPU is the limit, or the rate limiter makes calls wait) the
-    window holds; it grows again if the rate rises later.
+    measured over ``MIN_ROUND_TRIP_S`` at least, so that millisecond answers are not judged on
+    the noise of a few of them. When a larger window brings no more calls per second for
+    ``PLATEAU_ROUND_TRIPS`` round trips in a row (the service or this machine's CPU is the
+    limit, or the rate limiter makes calls wait) the window holds; it grows again if the rate
+    rises later.
 
 - **Back-off (AIMD).** Sustained throttling halves the limit, at most once per ``cooldown_s``
   (with ``tolerance``, throttling that stays below that share of the last ``window`` outcomes
@@ -253,8 +253,8 @@ class CallWindow:
 
     def _round_trip(self, now: float) -> None:
         """Count a completion in the current round trip (``limit`` completions, and
-        ``MIN_ROUND_TRIP_S`` at least); at its end,
-        compare its calls per second with the best so far: grow on, or hold."""
+        ``MIN_ROUND_TRIP_S`` at least); at its end, compare its calls per second with the best
+        so far: grow on, or hold."""
         if self._epoch_started is None:
             self._start_round_trip(now)
             return
