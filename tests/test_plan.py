@@ -44,13 +44,8 @@ def _sha(path: Path) -> str:
 
 
 def _stored(rows: list[tuple[str, str]], versions: ModelVersions = VERSIONS) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {"image_id": image_id, "content_sha256": sha, **versions.as_metadata()}
-            for image_id, sha in rows
-        ],
-        columns=FINGERPRINT_COLUMNS,
-    )
+    records = [{"image_id": image_id, "content_sha256": sha, **versions.as_metadata()} for image_id, sha in rows]
+    return pd.DataFrame(records, columns=FINGERPRINT_COLUMNS)
 
 
 def _failures(rows: list[tuple[str, str, bool, int]]) -> pd.DataFrame:
@@ -133,7 +128,9 @@ def test_a_storage_that_refuses_the_first_new_image_stops_the_plan(tmp_path):
         raise CatalogAccessError(f"access denied reading {uri}")
 
     with pytest.raises(CatalogAccessError, match="access denied"):
-        plan_work(load_catalog(str(manifest)), stored=_stored([]), versions=VERSIONS, read=refused, run_id="r", hash_new=False)
+        plan_work(
+            load_catalog(str(manifest)), stored=_stored([]), versions=VERSIONS, read=refused, run_id="r", hash_new=False
+        )
     assert len(reads) == 1
 
 
@@ -153,7 +150,9 @@ def test_an_on_demand_run_reads_each_new_image_once_and_its_rows_carry_the_bytes
         describer, embedder = build_providers(Settings(provider="bedrock", embedding_dim=256))
         reader = CountingReader()
         versions = ModelVersions.of(describer, embedder)
-        plan = plan_work(load_catalog(str(manifest)), stored=_stored([]), versions=versions, read=reader, run_id="r", hash_new=False)
+        plan = plan_work(
+            load_catalog(str(manifest)), stored=_stored([]), versions=versions, read=reader, run_id="r", hash_new=False
+        )
         executor = ChunkEnricher(describer=describer, embedder=embedder, read=reader, run_id="r", threads=3)
         try:
             result = executor.enrich(plan.items)
