@@ -79,6 +79,7 @@ def test_a_batch_run_commits_every_image_once_through_jobs_at_half_the_price(ser
     run, plan = start(config, catalog, "run-1")
     server.counters.reset()
     assert run.chunks(plan) == [] and len(run.batch_items(plan)) == IMAGES
+    assert all(item.content_sha256 for item in plan.items), "a run that may use jobs hashes every image (record ids)"
     progress = []
     with run:
         summary = finish(run, plan, on_progress=progress.append)

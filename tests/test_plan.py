@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -52,7 +53,7 @@ def _failures(rows: list[tuple[str, str, bool, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image_id", "content_sha256", "permanent", "attempts"])
 
 
-def _plan(manifest: Path, reader: CountingReader, **kwargs):
+def _plan(manifest: Path, reader: Callable[[str], bytes], **kwargs):
     kwargs.setdefault("stored", _stored([]))
     return plan_work(load_catalog(str(manifest)), versions=VERSIONS, read=reader, run_id="r", **kwargs)
 
@@ -128,9 +129,7 @@ def test_a_storage_that_refuses_the_first_new_image_stops_the_plan(tmp_path):
         raise CatalogAccessError(f"access denied reading {uri}")
 
     with pytest.raises(CatalogAccessError, match="access denied"):
-        plan_work(
-            load_catalog(str(manifest)), stored=_stored([]), versions=VERSIONS, read=refused, run_id="r", hash_new=False
-        )
+        _plan(manifest, refused, hash_new=False)
     assert len(reads) == 1
 
 
