@@ -23,6 +23,7 @@ from media_enrichment.providers.bedrock.embedders import BedrockEmbedder
 from media_enrichment.aws import bedrock_runtime_client, make_session
 from media_enrichment.testing import BedrockServer, FaultPlan
 from media_enrichment.ratecontrol import CallWindow, Limiter, ModelGate, TokenBucket, build_gates
+from media_enrichment.ratecontrol.window import INITIAL_WINDOW
 
 CLAUDE = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # the default describer in us-east-1
 
@@ -132,14 +133,17 @@ def test_throttle_halves_the_limit_once_per_cooldown_and_calls_grow_it_back_addi
         ac.on_throttle()
         clock.now += 1.5
     assert ac.limit == 1  # floor
-    # After a cut growth is additive: one more slot after `limit` completed calls.
-    steps = 0
+    # After a cut growth is additive: one more slot per round trip (``limit`` completed calls,
+    # ``INITIAL_WINDOW`` at least), never a jump.
+    limits, steps = [ac.limit], 0
     while ac.limit < 16:
-        ac.observe(0.5)
+        _serve(ac, clock, calls=1, capacity=1000)
         steps += 1
-    assert steps == sum(range(1, 16))
-    for _ in range(100):
-        ac.observe(0.5)
+        if ac.limit != limits[-1]:
+            limits.append(ac.limit)
+    assert limits == list(range(1, 17))
+    assert sum(range(1, 16)) <= steps <= 1 + sum(max(INITIAL_WINDOW, n) for n in range(1, 16))
+    _serve(ac, clock, calls=200, capacity=1000)
     assert ac.limit == 16  # never above the cap
     assert ac.cuts == 4 and ac.lowest == 1
 
@@ -224,10 +228,48 @@ def test_a_window_grows_only_while_it_is_full():
             clock.now += 0.1
             ac.observe(0.5, window_full=False)
         assert ac.limit == 4 and ac.latency_s == pytest.approx(0.5)
-        for _ in range(4):
+        for _ in range(8):
             clock.now += 0.1
             ac.observe(0.5, window_full=True)
-        assert ac.limit == 8  # slow start again, one more per call that found it full
+        if rate is None:
+            assert ac.limit == 8  # a round trip of calls that found it full: doubled
+        else:
+            assert ac.limit == 12  # slow start toward Little's law: one more per call that found it full
+
+
+def test_without_a_rate_a_window_gives_back_slots_no_call_used():
+    # A window that grew while its calls were the limit, then carried fewer calls than it holds
+    # for a round trip (the client's CPU or the supply of images became the limit), shrinks to
+    # the most calls it had in flight, never below where it started.
+    clock = FakeClock()
+    ac = CallWindow(32, initial=16, clock=clock)
+    for _ in range(40):  # at most 6 calls in flight at once
+        for _ in range(6):
+            ac.acquire()
+        for _ in range(6):
+            clock.now += 0.01
+            ac.release()
+            ac.observe(0.01, window_full=False)
+    assert ac.limit == 6
+    for _ in range(40):  # then one at a time
+        ac.acquire()
+        clock.now += 0.01
+        ac.release()
+        ac.observe(0.01, window_full=False)
+    assert ac.limit == INITIAL_WINDOW
+
+
+def test_at_millisecond_latencies_a_window_doubles_once_per_round_trip_and_holds_where_the_client_is_the_limit():
+    """A service answering in 2 ms to a client that can send no more than 4 calls at a time (its
+    CPU): a round trip measured over ``MIN_ROUND_TRIP_S`` holds hundreds of completions. Grown by
+    one per completion, as slow start does with a known rate, this window reached the cap of 32
+    within its first round trip, and every slot was a thread of the process queueing for the
+    interpreter lock; judged once per round trip, it doubles once, finds no more calls per
+    second, and goes back."""
+    clock = FakeClock()
+    ac = CallWindow(32, initial=4, clock=clock)
+    _serve(ac, clock, calls=3000, capacity=4, latency=0.002)
+    assert ac.highest == 8 and ac.limit == 4 and ac.plateaus == 1
 
 
 def test_a_gate_reports_whether_its_call_found_the_window_full():
@@ -235,20 +277,20 @@ def test_a_gate_reports_whether_its_call_found_the_window_full():
     alone = ModelGate("m", concurrency=CallWindow(32, initial=4))
     for _ in range(50):
         with alone.call():
-            pass
+            time.sleep(0.005)
     assert alone.concurrency.limit == 4
-    # Four callers at once fill it: it grows.
+    # Eight callers keep a window of 4 full (each freed slot is taken at once), and more calls in
+    # flight bring more calls per second: it grows.
     crowded = ModelGate("m", concurrency=CallWindow(32, initial=4))
-    barrier = threading.Barrier(4)
 
     def call() -> None:
         for _ in range(10):
             with crowded.call():
-                barrier.wait(timeout=10)  # every slot taken at once
+                time.sleep(0.03)
 
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda _: call(), range(4)))
-    assert crowded.concurrency.limit > 4
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: call(), range(8)))
+    assert crowded.concurrency.highest > 4
 
 
 def test_without_a_rate_a_limiter_that_makes_calls_wait_stops_the_growth():

@@ -2,29 +2,38 @@
 
 ``CallWindow`` is a semaphore whose limit moves:
 
-- **Growth (slow start).** It starts at ``initial`` and grows by one per completed call (so it
-  doubles every round trip) up to its target, but only while it is the limit: a call that
-  found the window full (it took the last slot, or waited for one) may grow it; one sent while
-  slots were free says nothing about a larger window (the calls' supply was the limit, as at
-  the tail of a run), so the window stays where it is (TCP's congestion-window validation,
-  RFC 7661):
+- **Growth.** It starts at ``initial`` and grows toward its target only while it is the limit:
+  a call that found the window full (it took the last slot, or waited for one) says the window
+  held calls back; calls sent with slots to spare say nothing about a larger window (the calls'
+  supply was the limit, as at the tail of a run or on a client whose CPU is busy), so it stays
+  where it is (TCP's congestion-window validation, RFC 7661).
 
-  - with a known rate (``rate()``: the calls per second the gate's token buckets allow),
-    Little's law: ``ceil(rate × latency × headroom) + 1`` calls, ``latency`` being the
-    moving average of the calls' measured latency, so the window carries the rate and no more;
-  - without one (no quota set, or a limiter shared through Prefect whose rate is not known
-    here): the cap, while each round trip's completed calls per second keep rising with the
-    window (by at least ``PLATEAU_GAIN``: the time per image keeps falling); a round trip is
-    measured over ``MIN_ROUND_TRIP_S`` at least, so that millisecond answers are not judged on
-    the noise of a few of them. When a larger window brings no more calls per second for
+  - With a known rate (``rate()``: the calls per second the gate's token buckets allow), the
+    target is Little's law: ``ceil(rate × latency × headroom) + 1`` calls, ``latency`` being
+    the moving average of the calls' measured latency, so the window carries the rate and no
+    more. It grows by one per completed call that found it full (slow start: it doubles every
+    round trip), and shrinks by one per call while it is above the target.
+  - Without one (no quota set, or a limiter shared through Prefect whose rate is not known
+    here), the window moves once per round trip: ``limit`` completions, measured over
+    ``MIN_ROUND_TRIP_S`` at least so that millisecond answers are not judged on the noise of a
+    few of them. Only a round trip in which most calls found the window full is judged. When
+    its calls per second beat the best so far by ``PLATEAU_GAIN`` the window doubles (slow
+    start), up to the cap; when a larger window brings no more calls per second for
     ``PLATEAU_ROUND_TRIPS`` round trips in a row (the service or this machine's CPU is the
-    limit, or the rate limiter makes calls wait) the window holds; it grows again if the rate
-    rises later.
+    limit) it goes back to the window that brought the best rate and holds; it grows again if
+    the rate rises later. A round trip in which most calls waited for the rate limiter does
+    not grow it either.
+
+    Holding the window where the rate stops rising matters even when the service could take
+    more: each call in flight is a thread of this process, and on a client whose CPU is the
+    limit, threads that only queue for Python's interpreter lock cost CPU in hand-offs (on a
+    zero-latency server, windows that crept to 20-32 calls where 4-8 carried the same rate
+    made twice the context switches of a bare boto3 loop per image).
 
 - **Back-off (AIMD).** Sustained throttling halves the limit, at most once per ``cooldown_s``
   (with ``tolerance``, throttling that stays below that share of the last ``window`` outcomes
-  is ignored: botocore retries it anyway); growth after a cut is additive, one per ``limit``
-  calls.
+  is ignored: botocore retries it anyway); growth after a cut is additive: one per ``limit``
+  completed calls with a known rate, one per round trip without.
 
 - **Cap.** Never above ``max_in_flight`` (``Settings.concurrency``, 32 calls per model by
   default): a run with nothing set cannot have more calls to a model in flight than that.
@@ -41,7 +50,10 @@ from contextlib import contextmanager
 
 from media_enrichment.ratecontrol.buckets import Clock
 
-__all__ = ["HEADROOM", "INITIAL_WINDOW", "MIN_ROUND_TRIP_S", "PLATEAU_GAIN", "PLATEAU_ROUND_TRIPS", "THROTTLE_TOLERANCE", "THROTTLE_WINDOW", "CallWindow"]
+__all__ = [
+    "HEADROOM", "INITIAL_WINDOW", "MIN_ROUND_TRIP_S", "PLATEAU_GAIN", "PLATEAU_ROUND_TRIPS", "THROTTLE_TOLERANCE",
+    "THROTTLE_WINDOW", "CallWindow",
+]
 
 #: Share of throttled calls among the last ``THROTTLE_WINDOW`` that ``build_gates`` tolerates
 #: before cutting the window: sporadic throttling is retried by botocore; cutting the window for
@@ -140,6 +152,9 @@ class CallWindow:
         self._growing = True  # without a known rate: until the calls per second stop rising
         self._epoch_started: float | None = None  # the current round trip's start
         self._epoch_calls = 0
+        self._epoch_full = 0  # completions of the current round trip that found the window full
+        self._epoch_waited = 0  # ... that waited for the rate limiter
+        self._epoch_peak = 0  # most calls in flight during it
         self._epoch_size = INITIAL_WINDOW
         self._best_rate = 0.0  # most calls per second completed in a round trip
         self._best_window = self._limit  # the window during that round trip
@@ -198,6 +213,7 @@ class CallWindow:
                     return False
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            self._epoch_peak = max(self._epoch_peak, self._in_flight)
             return True
 
     def is_full(self) -> bool:
@@ -234,46 +250,54 @@ class CallWindow:
         with self._cond:
             now = self._clock()
             self._latency = latency_s if self._latency is None else (1 - _EWMA) * self._latency + _EWMA * latency_s
-            known_rate = self._rate is not None and self._rate() is not None
+            if self._rate is None or self._rate() is None:
+                self._round_trip(now, window_full=window_full, rate_waited=rate_waited)
+                return
             target = self._target()
             self._credit += 1
-            if not known_rate and window_full:
-                self._round_trip(now)  # a round trip's rate says something only with the window binding
             if self._limit > target:  # the rate needs fewer calls in flight than the window holds
                 self._set(max(target, self._limit - 1))
-                return
-            # Without a known rate, no growth after a round trip that brought no more calls per
-            # second, until the next one says whether that was a plateau or a pause.
-            if not window_full or self._limit >= target or (
-                not known_rate and (rate_waited or not self._growing or self._flat)
-            ):
-                return
-            if self._slow_start or self._credit >= self._limit:
+            elif window_full and self._limit < target and (self._slow_start or self._credit >= self._limit):
                 self._set(self._limit + 1)
 
-    def _round_trip(self, now: float) -> None:
-        """Count a completion in the current round trip (``limit`` completions, and
-        ``MIN_ROUND_TRIP_S`` at least); at its end, compare its calls per second with the best
-        so far: grow on, or hold."""
+    def _round_trip(self, now: float, *, window_full: bool, rate_waited: bool) -> None:
+        """Without a known rate: count a completion in the current round trip (``limit``
+        completions, and ``MIN_ROUND_TRIP_S`` at least); at its end, judge it (see the module
+        docstring), and start the next one at the limit it left."""
         if self._epoch_started is None:
             self._start_round_trip(now)
             return
         self._epoch_calls += 1
+        self._epoch_full += window_full
+        self._epoch_waited += rate_waited
         elapsed = now - self._epoch_started
         if self._epoch_calls < self._epoch_size or elapsed < MIN_ROUND_TRIP_S:
             return
-        rate = self._epoch_calls / elapsed if elapsed > 0 else math.inf
-        started_at = self._epoch_size
+        self._judge(self._epoch_calls / elapsed if elapsed > 0 else math.inf)
         self._start_round_trip(now)
+
+    def _judge(self, rate: float) -> None:
+        """Move the limit after a round trip that completed ``rate`` calls per second: grow,
+        hold, go back to the window of the best rate, or give back slots no call used."""
+        calls = self._epoch_calls
+        if 2 * self._epoch_full < calls:  # the supply of calls, not the window, set this round trip's pace
+            if self._epoch_peak < self._limit and self._limit > INITIAL_WINDOW:
+                self._set(max(INITIAL_WINDOW, self.min_in_flight, self._epoch_peak))  # slots no call used
+            return
+        if 2 * self._epoch_waited >= calls:
+            return  # the rate limiter, not the window, set this round trip's pace
+        if not self._slow_start:  # after a cut: additive, one more per round trip
+            self._set(min(self.max_in_flight, self._limit + 1))
+            return
         if rate >= PLATEAU_GAIN * self._best_rate:
-            self._best_rate = rate
-            self._best_window = math.ceil((started_at + self._limit) / 2)  # what carried that rate
+            self._best_rate, self._best_window = rate, self._limit
             self._growing, self._flat = True, 0
+            self._set(min(self.max_in_flight, 2 * self._limit))
             return
         self._flat += 1
         if self._flat < PLATEAU_ROUND_TRIPS:
             return  # one slow round trip (a pause of the client, a chunk starting) is not a plateau yet
-        if self._growing and self._limit < self.max_in_flight:
+        if self._growing and (self._limit < self.max_in_flight or self._best_window < self._limit):
             # A larger window brought no more calls per second: back to the one that did as well.
             self._growing = False
             self.plateaus += 1
@@ -282,7 +306,8 @@ class CallWindow:
 
     def _start_round_trip(self, now: float) -> None:
         # A round trip is as many completions as calls in flight at its start.
-        self._epoch_started, self._epoch_calls = now, 0
+        self._epoch_started, self._epoch_calls, self._epoch_full, self._epoch_waited = now, 0, 0, 0
+        self._epoch_peak = self._in_flight
         self._epoch_size = max(INITIAL_WINDOW, self._limit)
 
     def _set(self, limit: int) -> None:
@@ -312,6 +337,7 @@ class CallWindow:
             self._last_cut = now
             self._recent.clear()
             self._slow_start = False
+            self._epoch_started = None  # the next round trip is measured at the new limit
             if new == self._limit:
                 return False
             self._set(new)
