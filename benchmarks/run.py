@@ -146,17 +146,30 @@ def compare_defaults(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return out
 
 
+#: Rounds of comparison 3. Each runs every side once, in an order that rotates from one round to
+#: the next, and each pipeline run is compared with the floor's run of its own round.
+FLOOR_ROUNDS = 4
+
+
 def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     """3. CPU per image: the pipeline's images/s per process on a zero-latency server against a
-    bare loop making the same two boto3 calls per image from threads."""
+    bare loop making the same two boto3 calls per image from threads.
+
+    On a machine whose speed drifts by 10-30 % within minutes, a ratio of two runs minutes apart
+    measures the drift, and the best of four floor runs (two thread counts, two rounds each)
+    against the best of two pipeline runs favours the side with more draws. So each round runs
+    every side once, back to back, in a rotating order; the floor is the thread count with the
+    higher median; the ratio is the median over the rounds of each round's pipeline against that
+    round's floor run (images/s, and the client process's CPU per image the other way round).
+    """
     from benchmarks.harness import ServerProcess, make_catalog, manifest_paths, run_bare, run_pipeline, use_endpoint
 
     n = cfg["images"]
     manifest = make_catalog(workdir / f"catalog-{n}", n, size=256)
     paths = manifest_paths(manifest)
     out: dict[str, Any] = {
-        "images": n, "server": ZERO_LATENCY, "bare": {}, "bare_pipeline_client": [], "pipeline": [], "cores": {},
-        "cpu_ms_per_image": {},
+        "images": n, "server": ZERO_LATENCY, "rounds": FLOOR_ROUNDS, "bare": {}, "bare_pipeline_client": [],
+        "pipeline": [], "cores": {}, "cpu_ms_per_image": {},
     }
 
     def busy(name: str, result: Any) -> None:
@@ -165,46 +178,62 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
         # process's CPU per image (its busy cores / images per second) holds either way.
         cores = sampler.cores(*result.timed)
         out["cores"].setdefault(name, []).append(cores)
-        if cores:
-            cpu_ms = 1000 * cores["flow process"] * result.seconds / result.images
-            out["cpu_ms_per_image"].setdefault(name, []).append(round(cpu_ms, 2))
+        cpu_ms = 1000 * cores["flow process"] * result.seconds / result.images if cores else None
+        out["cpu_ms_per_image"].setdefault(name, []).append(round(cpu_ms, 2) if cpu_ms else None)
 
+    def bare(threads: int, rep: int) -> None:
+        log(f"3. bare boto3 loop, {threads} threads, {n} images (round {rep + 1}/{FLOOR_ROUNDS})")
+        result = run_bare(paths, threads=threads)
+        out["bare"].setdefault(str(threads), []).append(round(result.images / result.seconds, 1))
+        busy(f"bare {threads}", result)
+
+    def bare_pipeline_client(rep: int) -> None:
+        # The same loop on the pipeline's client configuration (its User-Agent built once):
+        # the pipeline against it is the cost of the pipeline's own work alone.
+        log(f"3. bare boto3 loop on the pipeline's client, {BARE_THREADS[-1]} threads (round {rep + 1}/{FLOOR_ROUNDS})")
+        result = run_bare(paths, threads=BARE_THREADS[-1], client="pipeline")
+        out["bare_pipeline_client"].append(round(result.images / result.seconds, 1))
+        busy("bare pipeline client", result)
+
+    def pipeline(rep: int) -> None:
+        log(f"3. pipeline through the run driver, defaults, {n} images (round {rep + 1}/{FLOOR_ROUNDS})")
+        shutil.rmtree(workdir / "floor", ignore_errors=True)
+        result, describer, embedder = run_pipeline(manifest, workdir / "floor")
+        busy("pipeline", result)
+        out["pipeline"].append(
+            {
+                "images_per_s": round(result.images / result.seconds, 1), **result.as_dict(),
+                "describer_gate": describer.stats(), "embedder_gate": embedder.stats(),
+            }
+        )
+
+    sides = [*(lambda rep, t=t: bare(t, rep) for t in BARE_THREADS), bare_pipeline_client, pipeline]
     with ServerProcess(**ZERO_LATENCY) as server, CoreSampler(server.proc.pid) as sampler:
         use_endpoint(server.endpoint)
-        for rep in range(2):  # alternate, so a drift of the machine touches both
-            for threads in BARE_THREADS:
-                log(f"3. bare boto3 loop, {threads} threads, {n} images ({rep + 1}/2)")
-                bare = run_bare(paths, threads=threads)
-                out["bare"].setdefault(str(threads), []).append(round(bare.images / bare.seconds, 1))
-                busy(f"bare {threads}", bare)
+        run_bare(paths, threads=BARE_THREADS[-1])  # the server decodes each image once: neither side pays for that
+        server.reset()
+        for rep in range(FLOOR_ROUNDS):
+            for k in range(len(sides)):
+                sides[(rep + k) % len(sides)](rep)
                 server.reset()
-            # The same loop on the pipeline's client configuration (its User-Agent built once):
-            # the pipeline against it is the cost of the pipeline's own work alone.
-            log(f"3. bare boto3 loop on the pipeline's client, {BARE_THREADS[-1]} threads ({rep + 1}/2)")
-            bare = run_bare(paths, threads=BARE_THREADS[-1], client="pipeline")
-            out["bare_pipeline_client"].append(round(bare.images / bare.seconds, 1))
-            busy("bare pipeline client", bare)
-            server.reset()
-            log(f"3. pipeline through the run driver, defaults, {n} images ({rep + 1}/2)")
-            shutil.rmtree(workdir / "floor", ignore_errors=True)
-            result, describer, embedder = run_pipeline(manifest, workdir / "floor")
-            busy("pipeline", result)
-            server.reset()
-            out["pipeline"].append(
-                {
-                    "images_per_s": round(result.images / result.seconds, 1), **result.as_dict(),
-                    "describer_gate": describer.stats(), "embedder_gate": embedder.stats(),
-                }
-            )
-    out["floor_images_per_s"] = max(max(v) for v in out["bare"].values())
-    out["pipeline_images_per_s"] = max(r["images_per_s"] for r in out["pipeline"])
-    out["ratio"] = round(out["pipeline_images_per_s"] / out["floor_images_per_s"], 3)
-    out["ratio_same_client"] = round(out["pipeline_images_per_s"] / max(out["bare_pipeline_client"]), 3)
+    floor = max(BARE_THREADS, key=lambda t: statistics.median(out["bare"][str(t)]))
+    floor_runs, pipeline_runs = out["bare"][str(floor)], [r["images_per_s"] for r in out["pipeline"]]
+    ratios = [p / f for p, f in zip(pipeline_runs, floor_runs)]
+    out["floor_threads"] = floor
+    out["floor_images_per_s"] = statistics.median(floor_runs)
+    out["pipeline_images_per_s"] = statistics.median(pipeline_runs)
+    out["ratios"] = [round(r, 3) for r in ratios]
+    out["ratio"] = round(statistics.median(ratios), 3)
+    same_client = [p / f for p, f in zip(pipeline_runs, out["bare_pipeline_client"])]
+    out["ratio_same_client"] = round(statistics.median(same_client), 3)
     cpu = out["cpu_ms_per_image"]
-    floor_cpu, pipeline_cpu = cpu.get(f"bare {BARE_THREADS[-1]}"), cpu.get("pipeline")
-    if floor_cpu and pipeline_cpu:  # the client's CPU per image, least of the runs: floor's / pipeline's
-        out["cpu_ms"] = {"threads": BARE_THREADS[-1], "floor": min(floor_cpu), "pipeline": min(pipeline_cpu)}
-        out["cpu_ratio"] = round(min(floor_cpu) / min(pipeline_cpu), 3)
+    pairs = [(f, p) for f, p in zip(cpu.get(f"bare {floor}", []), cpu.get("pipeline", [])) if f and p]
+    if pairs:  # the client's CPU per image, floor's / pipeline's, paired by round
+        out["cpu_ms"] = {
+            "threads": floor, "floor": statistics.median(f for f, _ in pairs), "pipeline": statistics.median(p for _, p in pairs),
+        }
+        out["cpu_ratios"] = [round(f / p, 3) for f, p in pairs]
+        out["cpu_ratio"] = round(statistics.median(f / p for f, p in pairs), 3)
     return out
 
 
