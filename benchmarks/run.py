@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,11 @@ def compare_defaults(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return out
 
 
+def _paired(numerators: Sequence[float | None], denominators: Sequence[float | None]) -> list[float]:
+    """Ratios of two sides' runs round by round (a round where either side has no value left out)."""
+    return [n / d for n, d in zip(numerators, denominators) if n and d]
+
+
 #: Rounds of comparison 3. Each runs every side once, in an order that rotates from one round to
 #: the next, and each pipeline run is compared with the floor's run of its own round.
 FLOOR_ROUNDS = 4
@@ -217,23 +223,24 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
                 sides[(rep + k) % len(sides)](rep)
                 server.reset()
     floor = max(BARE_THREADS, key=lambda t: statistics.median(out["bare"][str(t)]))
-    floor_runs, pipeline_runs = out["bare"][str(floor)], [r["images_per_s"] for r in out["pipeline"]]
-    ratios = [p / f for p, f in zip(pipeline_runs, floor_runs)]
+    pipeline_runs = [r["images_per_s"] for r in out["pipeline"]]
+    ratios = _paired(pipeline_runs, out["bare"][str(floor)])
     out["floor_threads"] = floor
-    out["floor_images_per_s"] = statistics.median(floor_runs)
+    out["floor_images_per_s"] = statistics.median(out["bare"][str(floor)])
     out["pipeline_images_per_s"] = statistics.median(pipeline_runs)
     out["ratios"] = [round(r, 3) for r in ratios]
     out["ratio"] = round(statistics.median(ratios), 3)
-    same_client = [p / f for p, f in zip(pipeline_runs, out["bare_pipeline_client"])]
-    out["ratio_same_client"] = round(statistics.median(same_client), 3)
+    out["ratio_same_client"] = round(statistics.median(_paired(pipeline_runs, out["bare_pipeline_client"])), 3)
     cpu = out["cpu_ms_per_image"]
-    pairs = [(f, p) for f, p in zip(cpu.get(f"bare {floor}", []), cpu.get("pipeline", [])) if f and p]
-    if pairs:  # the client's CPU per image, floor's / pipeline's, paired by round
+    floor_cpu, pipeline_cpu = cpu.get(f"bare {floor}", []), cpu.get("pipeline", [])
+    cpu_ratios = _paired(floor_cpu, pipeline_cpu)  # the client's CPU per image, floor's / pipeline's
+    if cpu_ratios:
         out["cpu_ms"] = {
-            "threads": floor, "floor": statistics.median(f for f, _ in pairs), "pipeline": statistics.median(p for _, p in pairs),
+            "threads": floor, "floor": statistics.median(filter(None, floor_cpu)),
+            "pipeline": statistics.median(filter(None, pipeline_cpu)),
         }
-        out["cpu_ratios"] = [round(f / p, 3) for f, p in pairs]
-        out["cpu_ratio"] = round(statistics.median(f / p for f, p in pairs), 3)
+        out["cpu_ratios"] = [round(r, 3) for r in cpu_ratios]
+        out["cpu_ratio"] = round(statistics.median(cpu_ratios), 3)
     return out
 
 

@@ -188,10 +188,9 @@ class CallWindow:
     def target(self) -> int:
         """Where growth stops now: Little's law with a known rate, else the cap."""
         with self._cond:
-            return self._target()
+            return self._target(self._rate() if self._rate is not None else None)
 
-    def _target(self) -> int:
-        rate = self._rate() if self._rate is not None else None
+    def _target(self, rate: float | None) -> int:
         if rate is None or self._latency is None:
             return self.max_in_flight
         needed = math.ceil(rate * self._latency * HEADROOM) + 1
@@ -250,10 +249,11 @@ class CallWindow:
         with self._cond:
             now = self._clock()
             self._latency = latency_s if self._latency is None else (1 - _EWMA) * self._latency + _EWMA * latency_s
-            if self._rate is None or self._rate() is None:
+            rate = self._rate() if self._rate is not None else None
+            if rate is None:
                 self._round_trip(now, window_full=window_full, rate_waited=rate_waited)
                 return
-            target = self._target()
+            target = self._target(rate)
             self._credit += 1
             if self._limit > target:  # the rate needs fewer calls in flight than the window holds
                 self._set(max(target, self._limit - 1))
@@ -273,7 +273,7 @@ class CallWindow:
         elapsed = now - self._epoch_started
         if self._epoch_calls < self._epoch_size or elapsed < MIN_ROUND_TRIP_S:
             return
-        self._judge(self._epoch_calls / elapsed if elapsed > 0 else math.inf)
+        self._judge(self._epoch_calls / elapsed)  # elapsed >= MIN_ROUND_TRIP_S > 0
         self._start_round_trip(now)
 
     def _judge(self, rate: float) -> None:
