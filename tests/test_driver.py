@@ -6,6 +6,7 @@ Only the network is faked: the real boto3 client against the Bedrock-compatible 
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,30 @@ def test_a_chunks_images_run_in_the_chunks_context(tmp_path):
     finally:
         executor.close()
     assert len(result.rows) == 6 and seen == ["chunk-task"] * 6
+
+
+def test_a_chunk_prepares_more_images_ahead_when_preparing_one_is_slow(bedrock, tmp_path):
+    """The enricher feeds its estimate with each image's reading-and-preparation time and each
+    finish: a reader that takes 40 ms an image, against a service answering at once, keeps
+    several images in preparation; an instant one two or three."""
+    paths = []
+    for i in range(48):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (40, 30), (5 * i, 30, 200)).save(paths[-1])
+    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+
+    def slow_read(uri: str) -> bytes:
+        time.sleep(0.04)
+        return read_bytes(uri)
+
+    ahead = {}
+    for name, reader in (("instant", read_bytes), ("slow", slow_read)):
+        describer, embedder = build_providers(Settings(provider="bedrock", embedding_dim=256))
+        executor = ChunkEnricher(describer=describer, embedder=embedder, read=reader, run_id="r", threads=16)
+        try:
+            result = executor.enrich(items)
+        finally:
+            executor.close()
+        assert len(result.rows) == 48 and not result.failures
+        ahead[name] = executor.ahead()
+    assert ahead["instant"] <= 3 and ahead["slow"] >= 4 and ahead["slow"] > ahead["instant"], ahead

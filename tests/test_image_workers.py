@@ -10,7 +10,7 @@ import time
 import pytest
 
 from media_enrichment.errors import FatalProviderError
-from media_enrichment.pipeline.execution import ImageWorkers
+from media_enrichment.pipeline.execution import PREPARE_AHEAD_MAX, ImageWorkers, PrepareAhead
 from media_enrichment.pipeline.plan import WorkItem
 
 
@@ -166,3 +166,31 @@ def test_every_image_of_a_chunk_gets_its_outcome_once(count):
         assert sink.ids == sorted(f"i{k}" for k in range(count))
     finally:
         workers.close()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("prepare_s", "interval_s", "ahead"),
+    [
+        (0.0005, 0.004, 2),  # small PNGs, a zero-latency service: one in preparation, one spare
+        (0.18, 0.04, 6),  # 12 MP JPEGs at 25 images a second: five in preparation, one spare
+        (2.0, 0.04, PREPARE_AHEAD_MAX),  # never more than the cap
+    ],
+)
+def test_images_prepared_ahead_follow_littles_law(prepare_s, interval_s, ahead):
+    clock = _Clock()
+    estimate = PrepareAhead(clock=clock)
+    assert estimate() == 2, "before any image is measured"
+    for _ in range(200):
+        estimate.prepared(prepare_s)
+        clock.now += interval_s
+        estimate.finished()
+    assert estimate() == ahead
+

@@ -223,18 +223,18 @@ def test_a_window_grows_only_while_it_is_full():
     # the tail of a run or on a client whose CPU is busy) say nothing about a larger window.
     clock = FakeClock()
     for rate in (None, lambda: 20.0):
-        ac = CallWindow(32, initial=4, rate=rate, clock=clock)
+        ac = CallWindow(32, initial=INITIAL_WINDOW, rate=rate, clock=clock)
         for _ in range(100):
             clock.now += 0.1
             ac.observe(0.5, window_full=False)
-        assert ac.limit == 4 and ac.latency_s == pytest.approx(0.5)
+        assert ac.limit == INITIAL_WINDOW and ac.latency_s == pytest.approx(0.5)
         for _ in range(8):
             clock.now += 0.1
             ac.observe(0.5, window_full=True)
         if rate is None:
-            assert ac.limit == 8  # a round trip of calls that found it full: doubled
+            assert ac.limit == 2 * INITIAL_WINDOW  # a round trip of calls that found it full: doubled
         else:
-            assert ac.limit == 12  # slow start toward Little's law: one more per call that found it full
+            assert ac.limit == INITIAL_WINDOW + 8  # slow start toward Little's law: one more per call that found it full
 
 
 def test_without_a_rate_a_window_gives_back_slots_no_call_used():
@@ -273,12 +273,13 @@ def test_at_millisecond_latencies_a_window_doubles_once_per_round_trip_and_holds
 
 
 def test_a_gate_reports_whether_its_call_found_the_window_full():
-    # One call at a time through a window of 4 never fills it: the window stays at 4.
+    # One call at a time through a window of 4 never fills it: it never grows (and gives back
+    # the slots no call used, down to where windows start).
     alone = ModelGate("m", concurrency=CallWindow(32, initial=4))
     for _ in range(50):
         with alone.call():
             time.sleep(0.005)
-    assert alone.concurrency.limit == 4
+    assert alone.concurrency.highest == 4 and alone.concurrency.limit == max(INITIAL_WINDOW, 1)
     # Eight callers keep a window of 4 full (each freed slot is taken at once), and more calls in
     # flight bring more calls per second: it grows.
     crowded = ModelGate("m", concurrency=CallWindow(32, initial=4))
