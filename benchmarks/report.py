@@ -73,6 +73,13 @@ def table(results: dict[str, Any]) -> str:
             f"{f['ratio']:.2f}{spread}", ">= 0.8 (and CPU)", met)
         if "ratio_same_client" in f:
             add(name, "pipeline / bare loop on its client (its own work)", f"{f['ratio_same_client']:.2f}")
+        if f.get("noise"):
+            z = f["noise"]
+            cpu_noise = (
+                f"; CPU {z['cpu_ratio']:.2f} ({min(z['cpu_ratios']):.2f}-{max(z['cpu_ratios']):.2f})" if z.get("cpu_ratios") else ""
+            )
+            add(name, f"floor / floor again ({z['threads']} threads): the machine's drift alone",
+                f"{z['ratio']:.2f} (rounds {min(z['ratios']):.2f}-{max(z['ratios']):.2f}){cpu_noise}")
         if f.get("cores"):
             add(name, "busy cores while timed: client process / test server", _floor_cores(f["cores"]))
         if "cpu_ms" in f:

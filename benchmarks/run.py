@@ -153,8 +153,9 @@ def _paired(numerators: Sequence[float | None], denominators: Sequence[float | N
 
 
 #: Rounds of comparison 3. Each runs every side once, in an order that rotates from one round to
-#: the next, and each pipeline run is compared with the floor's run of its own round.
-FLOOR_ROUNDS = 4
+#: the next, and each pipeline run is compared with the floor's run of its own round. The floor
+#: run twice in a round differed by up to a quarter (0.73 to 1.23), so the median needs eight.
+FLOOR_ROUNDS = 8
 
 
 def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -174,7 +175,7 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     manifest = make_catalog(workdir / f"catalog-{n}", n, size=256)
     paths = manifest_paths(manifest)
     out: dict[str, Any] = {
-        "images": n, "server": ZERO_LATENCY, "rounds": FLOOR_ROUNDS, "bare": {}, "bare_pipeline_client": [],
+        "images": n, "server": ZERO_LATENCY, "rounds": FLOOR_ROUNDS, "bare": {}, "bare_again": [], "bare_pipeline_client": [],
         "pipeline": [], "cores": {}, "cpu_ms_per_image": {},
     }
 
@@ -192,6 +193,14 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
         result = run_bare(paths, threads=threads)
         out["bare"].setdefault(str(threads), []).append(round(result.images / result.seconds, 1))
         busy(f"bare {threads}", result)
+
+    def bare_again(rep: int) -> None:
+        # The floor once more: the floor against itself is what this machine's drift alone
+        # makes of a paired ratio (the resolution of the others).
+        log(f"3. bare boto3 loop again, {BARE_THREADS[-1]} threads (round {rep + 1}/{FLOOR_ROUNDS})")
+        result = run_bare(paths, threads=BARE_THREADS[-1])
+        out["bare_again"].append(round(result.images / result.seconds, 1))
+        busy("bare again", result)
 
     def bare_pipeline_client(rep: int) -> None:
         # The same loop on the pipeline's client configuration (its User-Agent built once):
@@ -213,7 +222,7 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
             }
         )
 
-    sides = [*(lambda rep, t=t: bare(t, rep) for t in BARE_THREADS), bare_pipeline_client, pipeline]
+    sides = [*(lambda rep, t=t: bare(t, rep) for t in BARE_THREADS), bare_again, bare_pipeline_client, pipeline]
     with ServerProcess(**ZERO_LATENCY) as server, CoreSampler(server.proc.pid) as sampler:
         use_endpoint(server.endpoint)
         run_bare(paths, threads=BARE_THREADS[-1])  # the server decodes each image once: neither side pays for that
@@ -232,6 +241,15 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out["ratio"] = round(statistics.median(ratios), 3)
     out["ratio_same_client"] = round(statistics.median(_paired(pipeline_runs, out["bare_pipeline_client"])), 3)
     cpu = out["cpu_ms_per_image"]
+    same = BARE_THREADS[-1]
+    noise = _paired(out["bare_again"], out["bare"][str(same)])
+    noise_cpu = _paired(cpu.get(f"bare {same}", []), cpu.get("bare again", []))
+    if noise:
+        out["noise"] = {
+            "threads": same, "ratios": [round(r, 3) for r in noise], "ratio": round(statistics.median(noise), 3),
+            "cpu_ratios": [round(r, 3) for r in noise_cpu],
+            "cpu_ratio": round(statistics.median(noise_cpu), 3) if noise_cpu else None,
+        }
     floor_cpu, pipeline_cpu = cpu.get(f"bare {floor}", []), cpu.get("pipeline", [])
     cpu_ratios = _paired(floor_cpu, pipeline_cpu)  # the client's CPU per image, floor's / pipeline's
     if cpu_ratios:
