@@ -99,15 +99,20 @@ def test_a_chunk_whose_staging_failed_is_staged_later_without_calling_a_model(be
     assert bedrock.counters.total == calls, "the second attempt staged the first one's result"
 
 
-def _items_and_a_reader_that_breaks_once(tmp_path, count: int, *, broken: int):
-    """``count`` distinct PNGs as work items, and a reader whose storage drops the connection
-    once, on image ``broken`` (an error that is no image's own: it interrupts the chunk)."""
+def _png_items(tmp_path: Path, count: int) -> list[WorkItem]:
+    """``count`` distinct small PNGs in ``tmp_path`` as work items (named 0..count-1)."""
     paths = []
     for i in range(count):
         paths.append(tmp_path / f"{i}.png")
         Image.new("RGB", (40, 30), (240 * i // count, 30, 200)).save(paths[-1])
-    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
-    once = {str(paths[broken])}
+    return [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+
+
+def _items_and_a_reader_that_breaks_once(tmp_path, count: int, *, broken: int):
+    """``count`` distinct PNGs as work items, and a reader whose storage drops the connection
+    once, on image ``broken`` (an error that is no image's own: it interrupts the chunk)."""
+    items = _png_items(tmp_path, count)
+    once = {items[broken].source_uri}
 
     def read(uri: str) -> bytes:
         if uri in once:
@@ -187,11 +192,7 @@ def test_a_chunks_images_run_in_the_chunks_context(tmp_path):
 
     marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
     seen: list[str] = []
-    paths = []
-    for i in range(6):
-        paths.append(tmp_path / f"{i}.png")
-        Image.new("RGB", (40, 30), (40 * i, 30, 200)).save(paths[-1])
-    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+    items = _png_items(tmp_path, 6)
 
     def read(uri: str) -> bytes:
         seen.append(marker.get())
@@ -210,11 +211,7 @@ def test_a_chunk_prepares_more_images_ahead_when_preparing_one_is_slow(bedrock, 
     """The enricher feeds its estimate with each image's reading-and-preparation time and each
     finish: a reader that takes 40 ms an image, against a service answering at once, keeps
     several images in preparation; an instant one two or three."""
-    paths = []
-    for i in range(48):
-        paths.append(tmp_path / f"{i}.png")
-        Image.new("RGB", (40, 30), (5 * i, 30, 200)).save(paths[-1])
-    items = [WorkItem(image_id=p.stem, source_uri=str(p), content_sha256=sha256_hex(p.read_bytes())) for p in paths]
+    items = _png_items(tmp_path, 48)
 
     def slow_read(uri: str) -> bytes:
         time.sleep(0.04)

@@ -105,9 +105,9 @@ class PrepareAhead:
     encodings) takes ``prepare_s``, so ``prepare_s / interval`` images must be in preparation at
     any time; one more absorbs the jitter. A run of small PNGs against a fast service prepares
     one or two ahead: each worker beyond that only queues for a call slot and for Python's
-    interpreter lock (against a zero-latency server, a fixed 4 cost about a tenth more CPU per
-    image than 2). Twelve-megapixel JPEGs at Claude's pace prepare four to six ahead. Between
-    measurements the estimate is 2.
+    interpreter lock (against a zero-latency server, a fixed 4 cost 7-15 % more CPU per image
+    than 2 in two paired trials of 6-8 rounds, and no more in a third). Twelve-megapixel JPEGs
+    at Claude's pace prepare four to six ahead. Between measurements the estimate is 2.
 
     The moving averages are updated without a lock from the image workers: a lost update only
     delays the estimate by a sample.
