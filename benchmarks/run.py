@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -188,27 +188,16 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
         cpu_ms = 1000 * cores["flow process"] * result.seconds / result.images if cores else None
         out["cpu_ms_per_image"].setdefault(name, []).append(round(cpu_ms, 2) if cpu_ms else None)
 
-    def bare(threads: int, rep: int) -> None:
-        log(f"3. bare boto3 loop, {threads} threads, {n} images (round {rep + 1}/{FLOOR_ROUNDS})")
-        result = run_bare(paths, threads=threads)
-        out["bare"].setdefault(str(threads), []).append(round(result.images / result.seconds, 1))
-        busy(f"bare {threads}", result)
+    def bare_side(name: str, runs: list[float], *, threads: int, client: str = "default") -> Callable[[int], None]:
+        """A bare loop's side: its images/s to ``runs``, its busy cores and CPU under ``name``."""
 
-    def bare_again(rep: int) -> None:
-        # The floor once more: the floor against itself is what this machine's drift alone
-        # makes of a paired ratio (the resolution of the others).
-        log(f"3. bare boto3 loop again, {BARE_THREADS[-1]} threads (round {rep + 1}/{FLOOR_ROUNDS})")
-        result = run_bare(paths, threads=BARE_THREADS[-1])
-        out["bare_again"].append(round(result.images / result.seconds, 1))
-        busy("bare again", result)
+        def side(rep: int) -> None:
+            log(f"3. bare boto3 loop ({name}, {client} client), {threads} threads, {n} images (round {rep + 1}/{FLOOR_ROUNDS})")
+            result = run_bare(paths, threads=threads, client=client)
+            runs.append(round(result.images / result.seconds, 1))
+            busy(name, result)
 
-    def bare_pipeline_client(rep: int) -> None:
-        # The same loop on the pipeline's client configuration (its User-Agent built once):
-        # the pipeline against it is the cost of the pipeline's own work alone.
-        log(f"3. bare boto3 loop on the pipeline's client, {BARE_THREADS[-1]} threads (round {rep + 1}/{FLOOR_ROUNDS})")
-        result = run_bare(paths, threads=BARE_THREADS[-1], client="pipeline")
-        out["bare_pipeline_client"].append(round(result.images / result.seconds, 1))
-        busy("bare pipeline client", result)
+        return side
 
     def pipeline(rep: int) -> None:
         log(f"3. pipeline through the run driver, defaults, {n} images (round {rep + 1}/{FLOOR_ROUNDS})")
@@ -222,10 +211,20 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
             }
         )
 
-    sides = [*(lambda rep, t=t: bare(t, rep) for t in BARE_THREADS), bare_again, bare_pipeline_client, pipeline]
+    same = BARE_THREADS[-1]
+    sides = [
+        *(bare_side(f"bare {t}", out["bare"].setdefault(str(t), []), threads=t) for t in BARE_THREADS),
+        # The floor once more: the floor against itself is what this machine's drift alone makes
+        # of a paired ratio (the resolution of the others).
+        bare_side("bare again", out["bare_again"], threads=same),
+        # The same loop on the pipeline's client configuration (its User-Agent built once): the
+        # pipeline against it is the cost of the pipeline's own work alone.
+        bare_side("bare pipeline client", out["bare_pipeline_client"], threads=same, client="pipeline"),
+        pipeline,
+    ]
     with ServerProcess(**ZERO_LATENCY) as server, CoreSampler(server.proc.pid) as sampler:
         use_endpoint(server.endpoint)
-        run_bare(paths, threads=BARE_THREADS[-1])  # the server decodes each image once: neither side pays for that
+        run_bare(paths, threads=same)  # the server decodes each image once: neither side pays for that
         server.reset()
         for rep in range(FLOOR_ROUNDS):
             for k in range(len(sides)):
@@ -241,7 +240,6 @@ def compare_floor(cfg: dict[str, Any], workdir: Path) -> dict[str, Any]:
     out["ratio"] = round(statistics.median(ratios), 3)
     out["ratio_same_client"] = round(statistics.median(_paired(pipeline_runs, out["bare_pipeline_client"])), 3)
     cpu = out["cpu_ms_per_image"]
-    same = BARE_THREADS[-1]
     noise = _paired(out["bare_again"], out["bare"][str(same)])
     noise_cpu = _paired(cpu.get(f"bare {same}", []), cpu.get("bare again", []))
     if noise:

@@ -193,4 +193,3 @@ def test_images_prepared_ahead_follow_littles_law(prepare_s, interval_s, ahead):
         clock.now += interval_s
         estimate.finished()
     assert estimate() == ahead
-

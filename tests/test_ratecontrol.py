@@ -279,7 +279,7 @@ def test_a_gate_reports_whether_its_call_found_the_window_full():
     for _ in range(50):
         with alone.call():
             time.sleep(0.005)
-    assert alone.concurrency.highest == 4 and alone.concurrency.limit == max(INITIAL_WINDOW, 1)
+    assert alone.concurrency.highest == 4 and alone.concurrency.limit == INITIAL_WINDOW
     # Eight callers keep a window of 4 full (each freed slot is taken at once), and more calls in
     # flight bring more calls per second: it grows.
     crowded = ModelGate("m", concurrency=CallWindow(32, initial=4))
